@@ -1,0 +1,1 @@
+"""Configuration (standard library only; safe to import without TensorFlow)."""
