@@ -1,0 +1,304 @@
+"""The differentiable forward model: the one physics implementation used by training and simulation.
+
+Written with `keras.ops` only (backend-agnostic) and XLA-compatible: no Python loops over patterns,
+no TensorFlow image-projective-transform kernels. Conventions (docs/conventions.md):
+- complex images are real tensors with a trailing axis of size 2: [..., 0] = real, [..., 1] = imag;
+- positions/offsets are (x, y) in pixels; a patch of position p covers rows p_y - N/2 ... p_y + N/2 - 1;
+- `translate` moves content by +shift;
+- far field: amplitude = |fftshift(fft2(probe * patch, norm='ortho'))|, zero frequency at N//2.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from keras import ops
+
+from ptycho import backend
+
+# --------------------------------------------------------------------------- complex helpers
+
+
+def complex_to_pair(z: np.ndarray) -> np.ndarray:
+    """NumPy complex (...,) -> float32 (..., 2)."""
+    z = np.asarray(z)
+    return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
+
+
+def pair_to_complex(x: np.ndarray) -> np.ndarray:
+    """float (..., 2) -> NumPy complex64 (...,)."""
+    x = backend.to_numpy(x)
+    return (x[..., 0] + 1j * x[..., 1]).astype(np.complex64)
+
+
+def complex_multiply(a, b):
+    """(..., 2) x (..., 2) -> (..., 2) complex product."""
+    re = a[..., 0] * b[..., 0] - a[..., 1] * b[..., 1]
+    im = a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]
+    return ops.stack([re, im], axis=-1)
+
+
+def polar_to_pair(amplitude, phase):
+    """Amplitude and phase (...,) -> complex pair (..., 2)."""
+    return ops.stack([amplitude * ops.cos(phase), amplitude * ops.sin(phase)], axis=-1)
+
+
+# --------------------------------------------------------------------------- bilinear sampling
+
+
+def _sample_bilinear(images, rows, cols):
+    """Sample images at fractional pixel coordinates, zero outside.
+
+    images: (B, H, W, K) float; rows, cols: (B, P) float pixel coordinates (row = y, col = x).
+    Returns (B, P, K). One flat gather per corner, so it compiles to four XLA gathers.
+    """
+    shape = ops.shape(images)
+    b, h, w, k = shape[0], shape[1], shape[2], shape[3]
+    flat = ops.reshape(images, (-1, k))
+    batch_base = ops.reshape(ops.arange(b, dtype="int32") * (h * w), (-1, 1))
+    r0 = ops.floor(rows)
+    c0 = ops.floor(cols)
+    fr = ops.expand_dims(rows - r0, -1)
+    fc = ops.expand_dims(cols - c0, -1)
+    r0 = ops.cast(r0, "int32")
+    c0 = ops.cast(c0, "int32")
+    out = None
+    for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        r = r0 + dr
+        c = c0 + dc
+        valid = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        index = batch_base + ops.clip(r, 0, h - 1) * w + ops.clip(c, 0, w - 1)
+        values = ops.take(flat, index, axis=0)
+        weight = (fr if dr else 1.0 - fr) * (fc if dc else 1.0 - fc)
+        term = ops.where(ops.expand_dims(valid, -1), values * weight, 0.0)
+        out = term if out is None else out + term
+    return out
+
+
+def _pixel_grid(n_rows: int, n_cols: int):
+    """Row and column index grids, float32 (n_rows, n_cols)."""
+    rows = ops.arange(n_rows, dtype="float32")
+    cols = ops.arange(n_cols, dtype="float32")
+    return (ops.broadcast_to(ops.expand_dims(rows, 1), (n_rows, n_cols)),
+            ops.broadcast_to(ops.expand_dims(cols, 0), (n_rows, n_cols)))
+
+
+def translate(images, shifts):
+    """Move image content by +shift (bilinear, zero fill): out[r, c] = image[r - dy, c - dx].
+
+    images: (B, H, W, K) float (K channels, e.g. 2 for a complex pair); shifts: (B, 2) (dx, dy) pixels.
+    """
+    h, w = images.shape[1], images.shape[2]
+    grid_r, grid_c = _pixel_grid(h, w)
+    rows = ops.reshape(grid_r, (1, -1)) - shifts[:, 1:2]
+    cols = ops.reshape(grid_c, (1, -1)) - shifts[:, 0:1]
+    return ops.reshape(_sample_bilinear(images, rows, cols), ops.shape(images))
+
+
+def fourier_translate(images, shifts):
+    """Move complex image content by +shift with exact band-limited (Fourier) interpolation.
+
+    images: (..., H, W, 2) complex pair; shifts: (..., 2) (dx, dy) pixels, leading axes matching.
+    Periodic: content leaving one edge re-enters at the other, so callers crop a margin.
+    """
+    h, w = images.shape[-3], images.shape[-2]
+    ky = ops.convert_to_tensor(np.fft.fftfreq(h).astype(np.float32).reshape(h, 1))
+    kx = ops.convert_to_tensor(np.fft.fftfreq(w).astype(np.float32).reshape(1, w))
+    dx = shifts[..., 0][..., None, None]
+    dy = shifts[..., 1][..., None, None]
+    angle = -2.0 * np.pi * (kx * dx + ky * dy)
+    re, im = ops.fft2((images[..., 0], images[..., 1]))
+    spectrum = complex_multiply(ops.stack([re, im], -1), ops.stack([ops.cos(angle), ops.sin(angle)], -1))
+    re, im = ops.ifft2((spectrum[..., 0], spectrum[..., 1]))
+    return ops.stack([re, im], axis=-1)
+
+
+INTERPOLATIONS = ("bilinear", "fourier")
+_FOURIER_MARGIN = 4
+
+
+def extract_patches(canvas, positions, patch_size: int, interpolation: str = "bilinear"):
+    """Cut N x N patches centred at positions from a canvas.
+
+    canvas: (B, H, W, K); positions: (B, C, 2) (x, y) canvas pixels -> (B, C, N, N, K).
+    Patch index (N/2, N/2) samples canvas pixel (y, x). interpolation 'bilinear' (zero fill) works
+    for any K; 'fourier' (complex pairs, K = 2) cuts an integer-aligned patch with a 4-pixel margin,
+    shifts it by the fractional part with a Fourier phase ramp and crops the margin.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}, got {interpolation!r}")
+    if interpolation == "bilinear":
+        return _extract_bilinear(canvas, positions, patch_size)
+    m = _FOURIER_MARGIN
+    base = ops.floor(positions)
+    wide = _extract_bilinear(canvas, base, patch_size + 2 * m)
+    shifted = fourier_translate(wide, -(positions - base))
+    return shifted[:, :, m:m + patch_size, m:m + patch_size, :]
+
+
+def _extract_bilinear(canvas, positions, patch_size: int):
+    n = patch_size
+    grid_r, grid_c = _pixel_grid(n, n)
+    half = float(n // 2)
+    x = positions[..., 0][..., None, None]
+    y = positions[..., 1][..., None, None]
+    rows = ops.reshape(grid_r - half + y, (ops.shape(positions)[0], -1))
+    cols = ops.reshape(grid_c - half + x, (ops.shape(positions)[0], -1))
+    k = canvas.shape[-1]
+    c = positions.shape[1]
+    return ops.reshape(_sample_bilinear(canvas, rows, cols), (-1, c, n, n, k))
+
+
+def merge_patches(patches, positions, canvas_shape: tuple[int, int], min_weight: float = 1e-3):
+    """Merge a group's patches into one canvas, normalised by coverage (inverse of extract_patches).
+
+    patches: (B, C, N, N, K); positions: (B, C, 2) (x, y) canvas pixels; canvas_shape: (H, W).
+    Returns (B, H, W, K); pixels covered with total weight < min_weight are 0.
+    """
+    c, n, k = patches.shape[1], patches.shape[2], patches.shape[4]
+    h, w = canvas_shape
+    with_ones = ops.concatenate([patches, ops.ones_like(patches[..., :1])], axis=-1)
+    flat_patches = ops.reshape(with_ones, (-1, n, n, k + 1))
+    grid_r, grid_c = _pixel_grid(h, w)
+    half = float(n // 2)
+    flat_pos = ops.reshape(positions, (-1, 2))
+    rows = ops.reshape(grid_r, (1, -1)) - flat_pos[:, 1:2] + half
+    cols = ops.reshape(grid_c, (1, -1)) - flat_pos[:, 0:1] + half
+    sampled = ops.reshape(_sample_bilinear(flat_patches, rows, cols), (-1, c, h, w, k + 1))
+    total = ops.sum(sampled, axis=1)
+    weight = total[..., k:]
+    safe = ops.where(weight > min_weight, weight, 1.0)
+    return ops.where(weight > min_weight, total[..., :k] / safe, 0.0)
+
+
+# --------------------------------------------------------------------------- illumination and propagation
+
+
+def circular_mask(n: int) -> np.ndarray:
+    """float32 (n, n): 1 inside the circle of radius n/2 centred at (n/2, n/2), else 0."""
+    yy, xx = np.mgrid[0:n, 0:n] - n / 2
+    return (np.hypot(yy, xx) < n / 2).astype(np.float32)
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian kernel, float32, radius ceil(3 sigma)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def gaussian_smooth(images, sigma: float):
+    """Separable Gaussian smoothing of (B, H, W, K) real images ('same' size, zero padding)."""
+    if sigma <= 0:
+        return images
+    kernel = gaussian_kernel(sigma)
+    k = images.shape[-1]
+    size = len(kernel)
+    kx = ops.convert_to_tensor(np.tile(kernel.reshape(1, size, 1, 1), (1, 1, k, 1)))
+    ky = ops.convert_to_tensor(np.tile(kernel.reshape(size, 1, 1, 1), (1, 1, k, 1)))
+    out = ops.depthwise_conv(images, kx, padding="same")
+    return ops.depthwise_conv(out, ky, padding="same")
+
+
+def far_field_intensity(exit_wave):
+    """|fftshift(fft2(exit_wave, norm='ortho'))|^2 over the last two image axes.
+
+    exit_wave: (..., N, N, 2) complex pair -> (..., N, N) float, zero frequency at index N//2.
+    """
+    n = exit_wave.shape[-2]
+    re, im = ops.fft2((exit_wave[..., 0], exit_wave[..., 1]))
+    intensity = (re * re + im * im) / float(n * n)
+    return ops.roll(intensity, shift=(n // 2, n // 2), axis=(-2, -1))
+
+
+def far_field_amplitude(exit_wave, eps: float = 1e-12):
+    """Diffraction amplitude sqrt(far_field_intensity); eps keeps the gradient finite at zero."""
+    return ops.sqrt(far_field_intensity(exit_wave) + eps)
+
+
+def illuminate(patches, probe):
+    """Exit waves = probe * patches. patches: (..., N, N, 2); probe: (N, N, 2) broadcast."""
+    return complex_multiply(patches, probe)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def poisson_nll(predicted_amplitude, measured_amplitude, eps: float = 1e-8):
+    """Mean Poisson negative log-likelihood of measured COUNTS (= amplitude^2) given predicted counts.
+
+    Per pixel: lambda - n log(lambda), with lambda = predicted_amplitude^2, n = measured_amplitude^2
+    (the data-only term log n! is dropped). Returns a scalar.
+    """
+    predicted = ops.square(predicted_amplitude)
+    measured = ops.square(measured_amplitude)
+    return ops.mean(predicted - measured * ops.log(predicted + eps))
+
+
+def poisson_nll_offset(measured_amplitude, eps: float = 1e-8):
+    """The NLL of a perfect prediction (lambda = n): subtract to get a deviance-like value >= 0."""
+    measured = ops.square(measured_amplitude)
+    return ops.mean(measured - measured * ops.log(measured + eps))
+
+
+def amplitude_mae(predicted_amplitude, measured_amplitude):
+    """Mean absolute error between AMPLITUDES."""
+    return ops.mean(ops.abs(predicted_amplitude - measured_amplitude))
+
+
+# --------------------------------------------------------------------------- NumPy entry point
+
+
+def diffraction_amplitudes(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions: np.ndarray,
+    *,
+    batch_size: int = 256,
+    interpolation: str = "fourier",
+) -> np.ndarray:
+    """Noise-free diffraction AMPLITUDES of a complex object scanned by a probe (XLA-compiled).
+
+    obj: complex (H, W); probe: complex (N, N); positions: float (n, 2) (x, y) object pixels.
+    Returns float32 (n, N, N) = |fftshift(fft2(probe * patch, norm='ortho'))|. Sub-pixel positions
+    use band-limited (Fourier) interpolation by default, as a physical object would.
+    """
+    positions = np.asarray(positions, dtype=np.float32)
+    n_pos = len(positions)
+    n = probe.shape[-1]
+    canvas = ops.convert_to_tensor(complex_to_pair(obj)[None])
+    probe_pair = ops.convert_to_tensor(complex_to_pair(probe))
+    step = _compiled_forward(n, interpolation)
+    out = np.empty((n_pos, n, n), dtype=np.float32)
+    for start in range(0, n_pos, batch_size):
+        chunk = positions[start:start + batch_size]
+        padded = np.zeros((batch_size, 2), dtype=np.float32)
+        padded[: len(chunk)] = chunk
+        amplitudes = step(canvas, probe_pair, ops.convert_to_tensor(padded[None]))
+        out[start:start + len(chunk)] = backend.to_numpy(amplitudes)[0, : len(chunk)]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_forward(patch_size: int, interpolation: str):
+    """One compiled extract -> illuminate -> propagate function per patch size and interpolation."""
+
+    def forward(canvas, probe_pair, positions):
+        patches = extract_patches(canvas, positions, patch_size, interpolation)
+        return ops.sqrt(far_field_intensity(illuminate(patches, probe_pair)))
+
+    return backend.compile_function(forward)
+
+
+def canvas_size(patch_size: int, local_offsets: np.ndarray | Sequence[float], gridsize: int) -> int:
+    """Side of the square canvas that holds a group's patches: N + 2 * ceil(max |local offset|) (+ even)."""
+    if gridsize == 1:
+        return patch_size
+    reach = float(np.max(np.abs(np.asarray(local_offsets)))) if np.size(local_offsets) else 0.0
+    pad = int(math.ceil(reach)) + 1
+    return patch_size + 2 * pad
+
