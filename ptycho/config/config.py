@@ -87,7 +87,8 @@ class TrainingConfig:
     truth exists, realspace_mae_weight (MAE between predicted and true patches; the supervised model's
     loss) and realspace_weight (accepted for compatibility, added to realspace_mae_weight).
     nphotons: only used by the simulator; the intensity scale is always measured from the data.
-    n_nearest_neighbors / groups_per_position: grouping (K, and groups seeded per scan position).
+    n_nearest_neighbors / groups_per_position: grouping (K neighbours besides the anchor, so
+        K + 1 >= gridsize**2; and groups anchored at each scan position).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -126,6 +127,7 @@ class TrainingConfig:
         if not self.learning_rate > 0:
             raise ConfigError(f"TrainingConfig.learning_rate: expected > 0, got {self.learning_rate}")
         _check_range("TrainingConfig.groups_per_position", self.groups_per_position, 1, 1000)
+        check_neighbors(self.n_nearest_neighbors, self.model.gridsize)
         return self
 
     @property
@@ -146,6 +148,15 @@ class InferenceConfig:
     n_nearest_neighbors: int = 7
     groups_per_position: int = 1
     batch_size: int = 64
+
+
+def check_neighbors(n_nearest_neighbors: int, gridsize: int) -> None:
+    """A group of gridsize**2 needs at least gridsize**2 - 1 neighbours besides its anchor."""
+    needed = gridsize * gridsize - 1
+    if isinstance(n_nearest_neighbors, bool) or not isinstance(n_nearest_neighbors, int) or not (
+            needed <= n_nearest_neighbors <= 62):
+        raise ConfigError(f"n_nearest_neighbors: expected an integer in [{needed}, 62] for gridsize {gridsize} "
+                          f"(a group has {gridsize * gridsize} members), got {n_nearest_neighbors!r}")
 
 
 def _check_range(name: str, value: Any, lo: int, hi: int) -> None:

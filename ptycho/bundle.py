@@ -1,0 +1,162 @@
+"""Model bundles: one zip file (conventionally `wts.h5.zip` in a model directory).
+
+Contents:
+  manifest.json      format name and version, the full ModelConfig, N, gridsize, the measured
+                     scales, canvas size, learned intensity scale, training summary and loss history
+  probe.npy          complex64 (N, N) initial probe (NumPy format, read with allow_pickle=False)
+  model.weights.h5   the Keras weights
+Loading never unpickles anything and rebuilds the network from the manifest, so a loaded model gives
+bit-identical predictions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho.config.config import ConfigError, model_config_from_dict, to_dict
+
+BUNDLE_FORMAT = "ptychopinn-bundle"
+BUNDLE_VERSION = 1
+BUNDLE_FILE_NAME = "wts.h5.zip"
+_MANIFEST = "manifest.json"
+_PROBE = "probe.npy"
+_WEIGHTS = "model.weights.h5"
+
+
+class BundleError(ValueError):
+    """A model bundle that cannot be read; the message names the file and what is wrong."""
+
+
+def save_bundle(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a TrainedModel to `path` (a .zip file; a directory gets `wts.h5.zip` inside). Atomic."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / BUNDLE_FILE_NAME
+    spec = model.spec
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "model": to_dict(spec.config),
+        "N": spec.config.N,
+        "gridsize": spec.config.gridsize,
+        "input_scale": spec.input_scale,
+        "initial_intensity_scale": spec.intensity_scale,
+        "intensity_scale": model.intensity_scale,
+        "canvas_size": spec.canvas_size,
+        "training_summary": model.summary,
+        "history": model.history,
+    }
+    probe_bytes = io.BytesIO()
+    np.save(probe_bytes, np.asarray(spec.probe, np.complex64), allow_pickle=False)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            weights_path = Path(scratch) / _WEIGHTS
+            model.keras_model.save_weights(weights_path)
+            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(_MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
+                archive.writestr(_PROBE, probe_bytes.getvalue())
+                archive.write(weights_path, _WEIGHTS)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def resolve_bundle_path(path: str | os.PathLike[str]) -> Path:
+    """A bundle file from a path that is the file itself or a directory holding `wts.h5.zip`."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / BUNDLE_FILE_NAME
+        if not candidate.is_file():
+            raise BundleError(f"{path}: no model bundle '{BUNDLE_FILE_NAME}' in this directory")
+        return candidate
+    if not path.exists():
+        raise BundleError(f"{path}: model bundle not found")
+    return path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated manifest of a bundle (no TensorFlow needed)."""
+    path = resolve_bundle_path(path)
+    with _open_archive(path) as archive:
+        return _manifest(archive, path)
+
+
+def load_bundle(path: str | os.PathLike[str]):
+    """Load a TrainedModel from a bundle file or a directory holding `wts.h5.zip`."""
+    from ptycho.networks import ModelSpec, build_model
+    from ptycho.training import TrainedModel
+
+    path = resolve_bundle_path(path)
+    with _open_archive(path) as archive:
+        manifest = _manifest(archive, path)
+        try:
+            probe = np.load(io.BytesIO(archive.read(_PROBE)), allow_pickle=False)
+            weights = archive.read(_WEIGHTS)
+        except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise BundleError(f"{path}: '{_PROBE}'/'{_WEIGHTS}': missing or corrupted ({exc})") from exc
+    try:
+        config = model_config_from_dict(manifest["model"]).validate()
+    except (ConfigError, TypeError) as exc:
+        raise BundleError(f"{path}: '{_MANIFEST}': invalid model configuration ({exc})") from exc
+    if probe.shape != (config.N, config.N):
+        raise BundleError(f"{path}: '{_PROBE}': expected shape ({config.N}, {config.N}), got {probe.shape}")
+    spec = ModelSpec(config=config, input_scale=float(manifest["input_scale"]),
+                     intensity_scale=float(manifest["initial_intensity_scale"]),
+                     canvas_size=int(manifest["canvas_size"]), probe=probe)
+    keras_model = build_model(spec)
+    with tempfile.TemporaryDirectory() as scratch:
+        weights_path = Path(scratch) / _WEIGHTS
+        weights_path.write_bytes(weights)
+        try:
+            keras_model.load_weights(weights_path)
+        except (ValueError, OSError, KeyError) as exc:
+            raise BundleError(f"{path}: '{_WEIGHTS}': weights do not match the configuration ({exc})") from exc
+    return TrainedModel(keras_model, spec, manifest.get("history", {}), manifest.get("training_summary", {}))
+
+
+def _open_archive(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BundleError(f"{path}: not a model bundle (corrupted, truncated or not a zip file: {exc})") from exc
+
+
+def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(archive.read(_MANIFEST))
+    except KeyError as exc:
+        raise BundleError(f"{path}: '{_MANIFEST}': missing (not a ptychopinn model bundle)") from exc
+    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise BundleError(f"{path}: '{_MANIFEST}': corrupted ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: '{_MANIFEST}': expected format '{BUNDLE_FORMAT}'")
+    version = manifest.get("format_version")
+    if version != BUNDLE_VERSION:
+        raise BundleError(f"{path}: '{_MANIFEST}': unsupported bundle format version {version!r} "
+                          f"(this ptychopinn reads version {BUNDLE_VERSION})")
+    for key in ("model", "input_scale", "initial_intensity_scale", "canvas_size"):
+        if key not in manifest:
+            raise BundleError(f"{path}: '{_MANIFEST}': missing key '{key}'")
+    return manifest
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a bundle manifest")

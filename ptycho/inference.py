@@ -1,0 +1,126 @@
+"""Inference: group -> one network pass per batch -> stitch onto the object grid.
+
+Coverage: every scan position anchors `groups_per_position` groups (>= 1), so the whole scan is
+always reconstructed; more groups per position average more predictions per pattern.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from ptycho import backend
+from ptycho.batches import GroupedBatches
+from ptycho.datasource import ScanSource, open_source
+from ptycho.grouping import group_positions
+from ptycho.scan import ScanData
+from ptycho.stitching import Stitcher, canvas_covering
+from ptycho.training import TrainedModel
+
+
+@dataclass
+class Reconstruction:
+    """A reconstructed object.
+
+    object: complex64 (H, W) on the target grid; weights: float64 (H, W) coverage (0 = not covered);
+    origin: (x, y) object-pixel coordinates of object[0, 0] ((0, 0) when the input's object grid is
+    the target, so the result overlays the input object pixel for pixel).
+    patches: optional complex64 (n, N, N) per-pattern predicted patches (averaged over groups).
+    predicted_amplitudes: optional float32 (n, N, N) predicted diffraction AMPLITUDES (PINN only).
+    """
+
+    object: np.ndarray
+    weights: np.ndarray
+    origin: tuple[float, float]
+    patches: np.ndarray | None = None
+    predicted_amplitudes: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reconstruct(
+    model: TrainedModel,
+    data: ScanData | ScanSource | str,
+    *,
+    grid: tuple[tuple[int, int], tuple[float, float]] | None = None,
+    n_nearest_neighbors: int = 7,
+    groups_per_position: int = 1,
+    batch_size: int = 64,
+    keep: int | None = None,
+    return_patches: bool = False,
+    return_diffraction: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+    stream: bool = False,
+) -> Reconstruction:
+    """Reconstruct the object of a scan with a trained model.
+
+    grid: ((H, W), origin (x, y)) of the target canvas; default: the input's object grid when it has
+        one, else the smallest canvas covering the scan.
+    n_nearest_neighbors: K, the neighbours (besides the anchor) a group's members are drawn from.
+    keep: side of the central region of each patch that is stitched (default N/2).
+    on_batch(done, total): progress callback.
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    source = open_source(data, stream=stream)
+    config = model.config
+    if source.N != config.N:
+        raise ValueError(f"{source.source}: 'diff3d': the model was trained on {config.N} x {config.N} patterns, "
+                         f"the data have {source.N} x {source.N}")
+    groups = group_positions(source.positions, config.gridsize, n_neighbors=n_nearest_neighbors + 1,
+                             groups_per_position=groups_per_position, selection="nearest")
+    timings["grouping_seconds"] = time.perf_counter() - start
+
+    if grid is None:
+        grid = ((source.object.shape), (0.0, 0.0)) if source.object is not None else \
+            canvas_covering(source.positions, config.N, keep)
+    shape, origin = grid
+    stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep)
+    batches = GroupedBatches(source, groups, batch_size)
+    predict = _predictor(model.keras_model, return_diffraction)
+    n, c = config.N, config.n_channels
+    patch_sum = np.zeros((source.n_patterns, n, n), np.complex64) if return_patches else None
+    diffraction_sum = np.zeros((source.n_patterns, n, n), np.float32) if return_diffraction else None
+    counts = np.zeros(source.n_patterns, np.int64)
+    predict_seconds = 0.0
+    for index in range(len(batches)):
+        (inputs,) = batches[index]
+        valid = batches.n_valid(index)
+        members = groups.indices[batches.group_ids(index)[:valid]]
+        t0 = time.perf_counter()
+        outputs = {k: backend.to_numpy(v)[:valid] for k, v in predict(inputs).items()}
+        predict_seconds += time.perf_counter() - t0
+        patches = (outputs["object_amplitude"] * np.exp(1j * outputs["object_phase"])).astype(np.complex64)
+        patches = patches.transpose(0, 3, 1, 2)  # (B, C, N, N)
+        stitcher.add(patches, source.positions[members])
+        np.add.at(counts, members.ravel(), 1)
+        if patch_sum is not None:
+            np.add.at(patch_sum, members.ravel(), patches.reshape(-1, n, n))
+        if diffraction_sum is not None:
+            np.add.at(diffraction_sum, members.ravel(), outputs["diffraction"].transpose(0, 3, 1, 2).reshape(-1, n, n))
+        if on_batch is not None:
+            on_batch(index + 1, len(batches))
+    stitched = stitcher.result()
+    timings["predict_seconds"] = predict_seconds
+    timings["total_seconds"] = time.perf_counter() - start
+    per_pattern = np.maximum(counts, 1)[:, None, None]
+    return Reconstruction(
+        object=stitched.image,
+        weights=stitched.weights,
+        origin=stitched.origin,
+        patches=None if patch_sum is None else patch_sum / per_pattern,
+        predicted_amplitudes=None if diffraction_sum is None else diffraction_sum / per_pattern,
+        timings=timings,
+    )
+
+
+def _predictor(keras_model: keras.Model, with_diffraction: bool):
+    """A compiled function: inputs -> object outputs (and predicted diffraction when asked)."""
+    names = ["object_amplitude", "object_phase"] + (["diffraction"] if with_diffraction else [])
+    if with_diffraction and "diffraction" not in keras_model.output:
+        raise ValueError("predicted diffraction is only available for PINN models")
+    sub_model = keras.Model(keras_model.input, {k: keras_model.output[k] for k in names})
+    return backend.compile_function(lambda inputs: sub_model(inputs, training=False))

@@ -1,0 +1,231 @@
+"""The networks: a physics-informed PINN and a supervised (PtychoNN-like) baseline.
+
+Both take the same inputs and produce the same object outputs (NHWC, C = gridsize**2 channels):
+  inputs  {"diffraction": float32 (B, N, N, C) measured AMPLITUDES,
+           "offsets":     float32 (B, C, 2) local offsets (x, y) in pixels}
+  outputs {"object_amplitude": (B, N, N, C), "object_phase": (B, N, N, C) radians,
+           "diffraction": (B, N, N, C) predicted AMPLITUDES (PINN only)}
+Layers are small classes with build/call/get_config; everything is `keras.ops`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from ptycho import physics
+from ptycho.config.config import ModelConfig
+
+
+@dataclass
+class ModelSpec:
+    """What a model needs besides its configuration, measured from the training data.
+
+    input_scale: measured amplitudes are divided by it before the network (RMS amplitude per pixel).
+    intensity_scale: initial value of the learned scale between |F(probe * object)| and measured
+        amplitudes, sqrt(mean counts per pattern / sum |probe|^2).
+    canvas_size: side of the canvas on which a group's patches are merged (object_big, gridsize > 1).
+    probe: complex64 (N, N) initial probe.
+    """
+
+    config: ModelConfig
+    input_scale: float
+    intensity_scale: float
+    canvas_size: int
+    probe: np.ndarray
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class InputScale(layers.Layer):
+    """Divide measured amplitudes by a fixed scale (stored with the weights)."""
+
+    def __init__(self, scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def build(self, input_shape: Any) -> None:
+        self.scale_weight = self.add_weight(
+            name="scale", shape=(), initializer=keras.initializers.Constant(self.scale), trainable=False)
+
+    def call(self, x):
+        return x / self.scale_weight
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class PadObject(layers.Layer):
+    """Place the central N/2 solution region into an N x N patch.
+
+    inputs: fine (B, N/2, N/2, C) and, with probe_big, coarse (B, N, N, C) for the border.
+    Without probe_big the border is `border_value` (amplitude) or 0 (phase).
+    """
+
+    def __init__(self, n: int, border_value: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n = n
+        self.border_value = float(border_value)
+
+    def call(self, fine, coarse=None):
+        quarter = self.n // 4
+        padded = ops.pad(fine - self.border_value, ((0, 0), (quarter, quarter), (quarter, quarter), (0, 0)))
+        padded = padded + self.border_value
+        if coarse is None:
+            return padded
+        mask = np.zeros((1, self.n, self.n, 1), np.float32)
+        mask[:, quarter:self.n - quarter, quarter:self.n - quarter] = 1.0
+        mask = ops.convert_to_tensor(mask)
+        return mask * padded + (1.0 - mask) * coarse
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n": self.n, "border_value": self.border_value}
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class ObjectToDiffraction(layers.Layer):
+    """The physics layer: object patches -> predicted diffraction amplitudes.
+
+    For gridsize > 1 with object_big, the group's patches are merged into one canvas at their local
+    offsets and each pattern's patch is re-extracted, so overlapping patterns must agree. Then
+    optional Gaussian smoothing, illumination by the (optionally trainable, optionally masked) probe,
+    far-field propagation and the learned intensity scale exp(log_scale).
+    """
+
+    def __init__(self, n: int, n_channels: int, canvas_size: int, probe: Any = None,
+                 intensity_scale: float = 1.0, object_big: bool = True, probe_trainable: bool = False,
+                 intensity_scale_trainable: bool = True, probe_mask: bool = False,
+                 gaussian_smoothing_sigma: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n = n
+        self.n_channels = n_channels
+        self.canvas_size = canvas_size
+        self.initial_probe = np.ones((n, n), np.complex64) if probe is None else np.asarray(probe)
+        self.intensity_scale = float(intensity_scale)
+        self.object_big = object_big
+        self.probe_trainable = probe_trainable
+        self.intensity_scale_trainable = intensity_scale_trainable
+        self.probe_mask = probe_mask
+        self.gaussian_smoothing_sigma = float(gaussian_smoothing_sigma)
+
+    def build(self, input_shape: Any) -> None:
+        self.probe = self.add_weight(
+            name="probe", shape=(self.n, self.n, 2),
+            initializer=keras.initializers.Constant(physics.complex_to_pair(self.initial_probe)),
+            trainable=self.probe_trainable)
+        self.log_scale = self.add_weight(
+            name="log_intensity_scale", shape=(),
+            initializer=keras.initializers.Constant(np.log(self.intensity_scale)),
+            trainable=self.intensity_scale_trainable)
+
+    def object_patches(self, amplitude, phase, offsets):
+        """(B, N, N, C) amplitude/phase + (B, C, 2) offsets -> (B, C, N, N, 2) consistent patches."""
+        patches = physics.polar_to_pair(ops.transpose(amplitude, (0, 3, 1, 2)), ops.transpose(phase, (0, 3, 1, 2)))
+        if self.object_big and self.n_channels > 1:
+            centre = float(self.canvas_size // 2)
+            positions = offsets + centre
+            canvas = physics.merge_patches(patches, positions, (self.canvas_size, self.canvas_size))
+            patches = physics.extract_patches(canvas, positions, self.n)
+        return patches
+
+    def call(self, amplitude, phase, offsets):
+        patches = self.object_patches(amplitude, phase, offsets)
+        if self.gaussian_smoothing_sigma > 0:
+            flat = ops.reshape(patches, (-1, self.n, self.n, 2))
+            patches = ops.reshape(physics.gaussian_smooth(flat, self.gaussian_smoothing_sigma), ops.shape(patches))
+        probe = self.probe
+        if self.probe_mask:
+            probe = probe * ops.convert_to_tensor(physics.circular_mask(self.n)[..., None])
+        predicted = physics.far_field_amplitude(physics.illuminate(patches, probe))
+        return ops.transpose(predicted, (0, 2, 3, 1)) * ops.exp(self.log_scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n": self.n, "n_channels": self.n_channels,
+                "canvas_size": self.canvas_size, "intensity_scale": self.intensity_scale,
+                "object_big": self.object_big, "probe_trainable": self.probe_trainable,
+                "intensity_scale_trainable": self.intensity_scale_trainable, "probe_mask": self.probe_mask,
+                "gaussian_smoothing_sigma": self.gaussian_smoothing_sigma}
+
+
+# --------------------------------------------------------------------------- encoder / decoder
+
+
+def _conv_block(x, filters: int, name: str):
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
+    return layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv2")(x)
+
+
+def _encoder(x, base: int):
+    """Three conv blocks with 2x2 max pooling: (B, N, N, C) -> (B, N/8, N/8, 4*base)."""
+    for level, filters in enumerate((base, 2 * base, 4 * base)):
+        x = _conv_block(x, filters, f"enc{level}")
+        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+    return x
+
+
+def _decoder(x, base: int, n_upsamplings: int, name: str):
+    """Upsampling conv blocks: each doubles the resolution; filters shrink from 4*base to base."""
+    filters = [4 * base, 2 * base, base]
+    for level in range(n_upsamplings):
+        x = layers.UpSampling2D(2, name=f"{name}{level}_up")(x)
+        x = _conv_block(x, filters[min(level, 2)], f"{name}{level}")
+    return x
+
+
+_ACTIVATIONS = {"sigmoid": "sigmoid", "swish": "swish", "softplus": "softplus", "relu": "relu"}
+
+
+def _object_heads(bottleneck, config: ModelConfig, base: int):
+    """Amplitude and phase heads, each its own decoder; returns (B, N, N, C) amplitude and phase."""
+    c = config.n_channels
+    n_up = 2 if config.pad_object else 3
+    outputs = {}
+    for head in ("amplitude", "phase"):
+        x = _decoder(bottleneck, base, n_up, f"dec_{head}")
+        activation = _ACTIVATIONS[config.amp_activation] if head == "amplitude" else "tanh"
+        fine = layers.Conv2D(c, 3, padding="same", activation=activation, name=f"{head}_fine")(x)
+        if head == "phase":
+            fine = layers.Rescaling(np.pi, name="phase_pi")(fine)
+        if config.pad_object:
+            coarse = None
+            if config.probe_big:
+                low = layers.Conv2D(c, 3, padding="same", activation=activation, name=f"{head}_border")(
+                    layers.UpSampling2D(2, name=f"{head}_border_up")(bottleneck))
+                coarse = layers.UpSampling2D(4, interpolation="bilinear", name=f"{head}_border_upsample")(low)
+                if head == "phase":
+                    coarse = layers.Rescaling(np.pi, name="phase_border_pi")(coarse)
+            fine = PadObject(config.N, name=f"{head}_pad")(fine, coarse)
+        outputs[head] = fine
+    return outputs["amplitude"], outputs["phase"]
+
+
+def build_model(spec: ModelSpec, *, probe_trainable: bool = False,
+                intensity_scale_trainable: bool = True) -> keras.Model:
+    """Build the PINN or supervised model described by spec.config (no hidden global state)."""
+    config = spec.config.validate()
+    n, c = config.N, config.n_channels
+    base = 16 * config.n_filters_scale
+    diffraction = keras.Input((n, n, c), name="diffraction")
+    offsets = keras.Input((c, 2), name="offsets")
+    x = InputScale(spec.input_scale, name="input_scale")(diffraction)
+    bottleneck = _encoder(x, base)
+    amplitude, phase = _object_heads(bottleneck, config, base)
+    amplitude = layers.Identity(name="object_amplitude")(amplitude)
+    phase = layers.Identity(name="object_phase")(phase)
+    outputs = {"object_amplitude": amplitude, "object_phase": phase}
+    if config.model_type == "pinn":
+        physics_layer = ObjectToDiffraction(
+            n, c, spec.canvas_size, probe=spec.probe, intensity_scale=spec.intensity_scale,
+            object_big=config.object_big, probe_trainable=probe_trainable,
+            intensity_scale_trainable=intensity_scale_trainable, probe_mask=config.probe_mask,
+            gaussian_smoothing_sigma=config.gaussian_smoothing_sigma, name="physics")
+        outputs["diffraction"] = physics_layer(amplitude, phase, offsets)
+    return keras.Model({"diffraction": diffraction, "offsets": offsets}, outputs,
+                       name=f"ptychopinn_{config.model_type}_N{n}_g{config.gridsize}")
