@@ -22,6 +22,12 @@ class ScanMetadata:
     object_pixel_size_m: object (and probe) pixel size in metres.
     detector_pixel_size_m, detector_distance_m: detector geometry in metres.
     photon_energy_eV: photon energy in electronvolts.
+    name: a display name (e.g. a Ptychodus product name).
+    probe_photon_count: photons in the probe per exposure (Ptychodus product metadata).
+    exposure_time_s: exposure time per pattern in seconds.
+    object_origin_x_m, object_origin_y_m: position in metres of the centre of object pixel (0, 0);
+        maps object-pixel coordinates to metres as x_m = object_origin_x_m + x * object_pixel_size_m
+        (independent of the object array's size, so any object on this pixel grid is placed exactly).
     """
 
     nphotons: float | None = None
@@ -29,6 +35,11 @@ class ScanMetadata:
     detector_pixel_size_m: float | None = None
     detector_distance_m: float | None = None
     photon_energy_eV: float | None = None
+    name: str | None = None
+    probe_photon_count: float | None = None
+    exposure_time_s: float | None = None
+    object_origin_x_m: float | None = None
+    object_origin_y_m: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
