@@ -1,0 +1,1 @@
+"""One module per `ptychopinn` sub-command; each exposes `register(subparsers)`."""
