@@ -267,31 +267,49 @@ def diffraction_amplitudes(
     Returns float32 (n, N, N) = |fftshift(fft2(probe * patch, norm='ortho'))|. Sub-pixel positions
     use band-limited (Fourier) interpolation by default, as a physical object would.
     """
+    step = _compiled_step(probe.shape[-1], interpolation, with_probe=True)
+    return _run_in_batches(step, obj, positions, batch_size, complex_to_pair(probe))
+
+
+def object_patches(
+    obj: np.ndarray,
+    positions: np.ndarray,
+    patch_size: int,
+    *,
+    batch_size: int = 256,
+    interpolation: str = "fourier",
+) -> np.ndarray:
+    """complex64 (n, N, N) patches of obj (H, W) at positions (n, 2) (x, y), as the forward model cuts them."""
+    step = _compiled_step(patch_size, interpolation, with_probe=False)
+    return pair_to_complex(_run_in_batches(step, obj, positions, batch_size, None))
+
+
+def _run_in_batches(step, obj: np.ndarray, positions: np.ndarray, batch_size: int, probe_pair) -> np.ndarray:
+    """Apply a compiled per-position step in fixed-size batches (one compilation, padded tail)."""
     positions = np.asarray(positions, dtype=np.float32)
-    n_pos = len(positions)
-    n = probe.shape[-1]
     canvas = ops.convert_to_tensor(complex_to_pair(obj)[None])
-    probe_pair = ops.convert_to_tensor(complex_to_pair(probe))
-    step = _compiled_forward(n, interpolation)
-    out = np.empty((n_pos, n, n), dtype=np.float32)
-    for start in range(0, n_pos, batch_size):
+    extra = () if probe_pair is None else (ops.convert_to_tensor(probe_pair),)
+    outputs = []
+    for start in range(0, len(positions), batch_size):
         chunk = positions[start:start + batch_size]
-        padded = np.zeros((batch_size, 2), dtype=np.float32)
-        padded[: len(chunk)] = chunk
-        amplitudes = step(canvas, probe_pair, ops.convert_to_tensor(padded[None]))
-        out[start:start + len(chunk)] = backend.to_numpy(amplitudes)[0, : len(chunk)]
-    return out
+        padded = np.zeros((1, batch_size, 2), dtype=np.float32)
+        padded[0, : len(chunk)] = chunk
+        result = step(canvas, ops.convert_to_tensor(padded), *extra)
+        outputs.append(backend.to_numpy(result)[0, : len(chunk)])
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_forward(patch_size: int, interpolation: str):
-    """One compiled extract -> illuminate -> propagate function per patch size and interpolation."""
+@functools.lru_cache(maxsize=16)
+def _compiled_step(patch_size: int, interpolation: str, with_probe: bool):
+    """Compiled extract (-> illuminate -> propagate) per patch size, interpolation and kind."""
 
-    def forward(canvas, probe_pair, positions):
-        patches = extract_patches(canvas, positions, patch_size, interpolation)
-        return ops.sqrt(far_field_intensity(illuminate(patches, probe_pair)))
+    def patches_only(canvas, positions):
+        return extract_patches(canvas, positions, patch_size, interpolation)
 
-    return backend.compile_function(forward)
+    def amplitudes(canvas, positions, probe_pair):
+        return ops.sqrt(far_field_intensity(illuminate(patches_only(canvas, positions), probe_pair)))
+
+    return backend.compile_function(amplitudes if with_probe else patches_only)
 
 
 def canvas_size(patch_size: int, local_offsets: np.ndarray | Sequence[float], gridsize: int) -> int:
