@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ class CliError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptychopinn", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each epoch (logger 'ptychopinn')")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -37,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    verbose = args.debug or args.verbose
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, OSError, KeyError) as exc:

@@ -1,0 +1,70 @@
+"""`ptychopinn train DATA -o MODEL_DIR`: train a PINN (or the supervised baseline) on a scan.
+
+Writes MODEL_DIR/wts.h5.zip (the model bundle Ptychodus loads), MODEL_DIR/loss.png and
+MODEL_DIR/history.json. DATA: a reference NPZ, a Ptychodus training-data NPZ, a Ptychodus batch
+folder, a product .h5 with diffraction.h5 beside it, or (with --stream) a scan .h5 / uncompressed NPZ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ptycho.atomic import atomic_output
+from ptycho.config.config import LOSSES, MODEL_TYPES, ModelConfig, TrainingConfig
+from ptychopinn_plugin import figures
+from ptychopinn_plugin.commands import common
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model on a scan", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="scan to train on")
+    p.add_argument("-o", "--output", required=True, type=Path, help="model directory (created)")
+    p.add_argument("--model", choices=MODEL_TYPES, default="pinn")
+    p.add_argument("--gridsize", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--loss", choices=LOSSES, default="nll", help="PINN loss: Poisson NLL or amplitude MAE")
+    p.add_argument("--n-filters-scale", type=int, default=2)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
+                   help="stop after this many epochs without validation improvement")
+    p.add_argument("--seed", type=int, default=0)
+    common.add_data_options(p)
+    p.set_defaults(func=run)
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(
+        model=ModelConfig(N=0, gridsize=args.gridsize, n_filters_scale=args.n_filters_scale, model_type=args.model),
+        nepochs=args.epochs, batch_size=args.batch_size,
+        nll_weight=1.0 if args.loss == "nll" else 0.0, mae_weight=1.0 if args.loss == "mae" else 0.0,
+        learning_rate=args.learning_rate, early_stopping_patience=args.early_stopping, seed=args.seed,
+        output_dir=args.output)
+
+
+def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bool = False, quiet: bool = False):
+    """Train and write the bundle, loss curve and history into `output`; returns the TrainedModel."""
+    from ptycho.bundle import save_bundle
+    from ptycho.training import train
+
+    output.mkdir(parents=True, exist_ok=True)
+    with common.epoch_progress(config.nepochs, disable=quiet) as on_epoch:
+        model = train(data, config, on_epoch=on_epoch, stream=stream)
+    save_bundle(model, output)
+    figures.loss_curve(model.history, output / "loss.png")
+    with atomic_output(output / "history.json") as tmp:
+        tmp.write_text(json.dumps({"history": model.history, "summary": model.summary}, indent=2, default=str))
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    config = training_config(args)
+    data = common.open_data(args.data, stream=args.stream)
+    model = train_to_directory(data, config, args.output, stream=args.stream)
+    losses = model.history.get("loss", [])
+    print(f"wrote {args.output / 'wts.h5.zip'} ({len(losses)} epochs, final loss {losses[-1]:.5g}, "
+          f"{model.summary['train_seconds']:.1f} s) and {args.output / 'loss.png'}")
+    return 0
