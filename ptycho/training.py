@@ -124,8 +124,17 @@ class ProgressCallback(keras.callbacks.Callback):
             self.on_epoch(report)
 
 
+INITIAL_OBJECT_AMPLITUDE = 0.5
+"""The object amplitude the initial intensity scale assumes: the midpoint of the amplitude head's
+range, so the learned amplitudes start where the activation has gradient (not saturated at 1)."""
+
+
 def model_spec_for(source: ScanSource, config: TrainingConfig, groups: Groups) -> ModelSpec:
-    """Measure the data-dependent parts of a model: input scale, intensity scale, canvas size."""
+    """Measure the data-dependent parts of a model: input scale, intensity scale, canvas size.
+
+    The intensity scale starts at sqrt(mean counts per pattern / sum |probe|^2) / 0.5: the value
+    that makes an object of amplitude INITIAL_OBJECT_AMPLITUDE explain the measured counts.
+    """
     mean_counts = mean_counts_per_pattern(source)
     if not mean_counts > 0:
         raise ValueError(f"{source.source}: 'diff3d': all diffraction patterns are empty (no counts)")
@@ -136,7 +145,7 @@ def model_spec_for(source: ScanSource, config: TrainingConfig, groups: Groups) -
     return ModelSpec(
         config=config.model,
         input_scale=math.sqrt(mean_counts / (n * n)),
-        intensity_scale=math.sqrt(mean_counts / probe_energy),
+        intensity_scale=math.sqrt(mean_counts / probe_energy) / INITIAL_OBJECT_AMPLITUDE,
         canvas_size=physics.canvas_size(n, groups.local_offsets, config.model.gridsize),
         probe=source.probe,
     )

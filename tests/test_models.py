@@ -1,0 +1,167 @@
+"""Models, training, inference and bundles on small simulated data (CI-sized)."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from ptycho import metrics
+from ptycho.bundle import BundleError, load_bundle, read_manifest, save_bundle
+from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
+from ptycho.datasource import HDF5Source, NpzMemmapSource, write_scan_hdf5
+from ptycho.inference import reconstruct
+from ptycho.networks import build_model
+from ptycho.npz_io import save_scan_npz
+from ptycho.simulate import SimulationConfig, simulate
+from ptycho.training import TrainedModel, model_spec_for, train
+from ptycho.datasource import InMemorySource
+from ptycho.grouping import group_positions
+
+
+@pytest.fixture(scope="module")
+def lines_scan():
+    return simulate(SimulationConfig(N=32, n_images=900, step=3.0, nphotons=1e6, seed=0))
+
+
+def _pinn_config(**overrides) -> TrainingConfig:
+    model = ModelConfig(N=32, gridsize=2, n_filters_scale=1)
+    return TrainingConfig(model=model, **{"nepochs": 12, "batch_size": 16, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained_pinn(lines_scan):
+    return train(lines_scan, _pinn_config())
+
+
+def _untrained(scan, config: TrainingConfig) -> TrainedModel:
+    groups = group_positions(scan.positions, config.model.gridsize, n_neighbors=8)
+    spec = model_spec_for(InMemorySource(scan), config, groups)
+    return TrainedModel(build_model(spec), spec)
+
+
+def _nll(scan, result) -> float:
+    """Poisson NLL per pixel of the measured counts given the predicted amplitudes."""
+    predicted = result.predicted_amplitudes.astype(np.float64) ** 2 + 1e-8
+    measured = scan.amplitudes.astype(np.float64) ** 2
+    return float(np.mean(predicted - measured * np.log(predicted)))
+
+
+def test_pinn_training_improves_reconstruction_and_data_fit(lines_scan, trained_pinn):
+    region = metrics.scanned_region(lines_scan.positions, lines_scan.N, lines_scan.object.shape)
+    before_model = _untrained(lines_scan, _pinn_config())
+    before = reconstruct(before_model, lines_scan, return_diffraction=True)
+    after = reconstruct(trained_pinn, lines_scan, return_diffraction=True)
+    assert after.object.shape == lines_scan.object.shape
+    score_before = metrics.evaluate(before.object, lines_scan.object, region=region)
+    score_after = metrics.evaluate(after.object, lines_scan.object, region=region)
+    print("before", score_before, "\nafter", score_after)
+    assert score_after["phase_ssim"] > score_before["phase_ssim"] + 0.2
+    assert score_after["amp_ssim"] > score_before["amp_ssim"] + 0.05
+    assert _nll(lines_scan, after) < _nll(lines_scan, before)
+    history = trained_pinn.history
+    assert len(history["loss"]) == 12 and history["loss"][-1] < history["loss"][0]
+    assert "val_loss" in history
+
+
+def test_bundle_round_trip_is_bit_identical(tmp_path, lines_scan, trained_pinn):
+    path = save_bundle(trained_pinn, tmp_path / "model")
+    assert path == tmp_path / "model" / "wts.h5.zip"
+    manifest = read_manifest(path)
+    assert manifest["N"] == 32 and manifest["gridsize"] == 2
+    assert manifest["history"]["loss"] == trained_pinn.history["loss"]
+    loaded = load_bundle(tmp_path / "model")
+    subset = lines_scan.subset(np.arange(200))
+    a = reconstruct(trained_pinn, subset, grid=(lines_scan.object.shape, (0.0, 0.0)))
+    b = reconstruct(loaded, subset, grid=(lines_scan.object.shape, (0.0, 0.0)))
+    assert np.array_equal(a.object, b.object)
+    assert loaded.intensity_scale == trained_pinn.intensity_scale
+    np.testing.assert_array_equal(loaded.probe, trained_pinn.probe)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_zip", "no_manifest", "bad_version", "empty"])
+def test_bad_bundles_give_clear_errors(tmp_path, trained_pinn, damage):
+    good = save_bundle(trained_pinn, tmp_path / "good.zip")
+    bad = tmp_path / "bad.zip"
+    if damage == "truncated":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif damage == "not_zip":
+        bad.write_text("hello")
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    else:
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+            for item in src.namelist():
+                data = src.read(item)
+                if item == "manifest.json":
+                    if damage == "no_manifest":
+                        continue
+                    data = data.replace(b'"format_version": 1', b'"format_version": 99')
+                dst.writestr(item, data)
+    with pytest.raises(BundleError, match="bad.zip"):
+        load_bundle(bad)
+
+
+def test_two_builds_with_different_n_and_gridsize_in_one_process(lines_scan):
+    small = simulate(SimulationConfig(N=64, n_images=40, step=8.0, nphotons=1e6, seed=3))
+    m64 = train(small, TrainingConfig(model=ModelConfig(N=64, gridsize=1, n_filters_scale=1), nepochs=1,
+                                       validation_fraction=0))
+    m32 = train(lines_scan.subset(np.arange(64)), _pinn_config(nepochs=1, validation_fraction=0))
+    r64 = reconstruct(m64, small)
+    r32 = reconstruct(m32, lines_scan.subset(np.arange(64)), grid=(lines_scan.object.shape, (0.0, 0.0)))
+    assert r64.object.shape == small.object.shape and np.isfinite(r64.object).all()
+    assert r32.object.shape == lines_scan.object.shape and np.isfinite(r32.object).all()
+    assert m64.keras_model.input["diffraction"].shape[1:] == (64, 64, 1)
+    assert m32.keras_model.input["diffraction"].shape[1:] == (32, 32, 4)
+
+
+def test_training_is_seeded_and_repeatable(lines_scan):
+    subset = lines_scan.subset(np.arange(96))
+    config = lambda: _pinn_config(nepochs=2, validation_fraction=0)  # noqa: E731
+    a = train(subset, config()).history["loss"]
+    b = train(subset, config()).history["loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+def test_supervised_baseline_learns_from_ground_truth(lines_scan):
+    config = TrainingConfig(model=ModelConfig(N=32, gridsize=1, n_filters_scale=1, model_type="supervised"),
+                            nepochs=4, batch_size=16)
+    model = train(lines_scan, config)
+    assert model.history["loss"][-1] < 0.7 * model.history["loss"][0]
+    result = reconstruct(model, lines_scan)
+    region = metrics.scanned_region(lines_scan.positions, lines_scan.N, lines_scan.object.shape)
+    scores = metrics.evaluate(result.object, lines_scan.object, region=region)
+    assert scores["phase_ssim"] > 0.3
+    with pytest.raises(ValueError, match="return_diffraction|only available for PINN"):
+        reconstruct(model, lines_scan, return_diffraction=True)
+
+
+def test_streamed_sources_match_in_memory(tmp_path, lines_scan, trained_pinn):
+    subset = lines_scan.subset(np.arange(300))
+    h5 = tmp_path / "scan.h5"
+    write_scan_hdf5(h5, subset.positions, subset.probe, np.array_split(subset.amplitudes, 7), obj=subset.object)
+    npz = tmp_path / "scan.npz"
+    save_scan_npz(subset, npz)
+    grid = (lines_scan.object.shape, (0.0, 0.0))
+    expected = reconstruct(trained_pinn, subset, grid=grid).object
+    for source in (HDF5Source(h5), NpzMemmapSource(npz)):
+        rng = np.random.default_rng(0)
+        idx = rng.permutation(300)[:50]
+        np.testing.assert_array_equal(source.read_amplitudes(idx), subset.amplitudes[idx])
+        np.testing.assert_allclose(reconstruct(trained_pinn, source, grid=grid).object, expected, atol=1e-5)
+    streamed = train(h5, _pinn_config(nepochs=1, validation_fraction=0))
+    assert np.isfinite(streamed.history["loss"]).all()
+
+
+def test_configuration_errors_are_clear(lines_scan):
+    with pytest.raises(ConfigError, match="ModelConfig.N"):
+        ModelConfig(N=48).validate()
+    with pytest.raises(ConfigError, match="gridsize"):
+        ModelConfig(N=64, gridsize=4).validate()
+    with pytest.raises(ConfigError, match="nll_weight"):
+        TrainingConfig(model=ModelConfig(N=64), nll_weight=-1).validate()
+    with pytest.raises(ConfigError, match="n_nearest_neighbors"):
+        TrainingConfig(model=ModelConfig(N=64, gridsize=3), n_nearest_neighbors=7).validate()
+    with pytest.raises(ConfigError, match="expects 64 x 64 patterns"):
+        train(lines_scan, TrainingConfig(model=ModelConfig(N=64)))
