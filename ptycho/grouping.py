@@ -150,6 +150,43 @@ def group_positions(
     return Groups.from_indices(positions, np.concatenate([anchors[:, None], others], axis=1))
 
 
+def cover_positions(positions: np.ndarray, gridsize: int, *, n_neighbors: int = 8, passes: int = 1,
+                    seed: int | None = 0) -> Groups:
+    """Few groups that together contain every position at least `passes` times (for inference).
+
+    Greedy: positions are visited in a (seeded) random order; each position not yet covered in the
+    current pass anchors a group of itself plus its nearest not-yet-covered neighbours among its
+    K = n_neighbors nearest (topped up with covered ones when fewer remain). A pass makes about
+    n / C groups, so a gridsize-2 network predicts each pattern about once instead of C times.
+    gridsize 1 gives one group per position and pass.
+    """
+    positions = _check_positions(positions)
+    gridsize = _int_in_range("gridsize", gridsize, 1, MAX_GRIDSIZE)
+    c = gridsize * gridsize
+    n = len(positions)
+    if n < c:
+        raise ValueError(f"positions: a group of gridsize**2 = {c} needs at least {c} positions, got {n}")
+    passes = _int_in_range("passes", passes, 1, None)
+    if c == 1:
+        return Groups.from_indices(positions, np.tile(np.arange(n, dtype=np.int64), passes)[:, None])
+    k = min(_int_in_range("n_neighbors", n_neighbors, c, MAX_NEIGHBORS), n)
+    neighbours = _anchor_first_neighbours(positions, np.arange(n, dtype=np.int64), k)
+    rng = np.random.default_rng(seed)
+    groups: list[np.ndarray] = []
+    for _ in range(passes):
+        covered = np.zeros(n, dtype=bool)
+        for anchor in rng.permutation(n):
+            if covered[anchor]:
+                continue
+            candidates = neighbours[anchor]
+            fresh = candidates[~covered[candidates]]
+            members = fresh[:c] if len(fresh) >= c else np.concatenate(
+                [fresh, candidates[covered[candidates]][: c - len(fresh)]])
+            covered[members] = True
+            groups.append(members)
+    return Groups.from_indices(positions, np.stack(groups))
+
+
 def as_positions(positions: np.ndarray) -> np.ndarray:
     """Validate positions of shape (..., 2) holding object-pixel (x, y); returns them as float64."""
     positions = np.asarray(positions)

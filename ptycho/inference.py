@@ -1,7 +1,8 @@
 """Inference: group -> one network pass per batch -> stitch onto the object grid.
 
-Coverage: every scan position anchors `groups_per_position` groups (>= 1), so the whole scan is
-always reconstructed; more groups per position average more predictions per pattern.
+Coverage: groups are chosen to cover the scan (`grouping.cover_positions`): every pattern is
+predicted at least `passes` times (>= 1), so the whole scan is always reconstructed, with about
+n / C groups per pass (a gridsize-2 network predicts 4 patterns per pass through the network).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from ptycho import backend
 from ptycho.batches import GroupedBatches
 from ptycho.datasource import ScanSource, open_source
-from ptycho.grouping import group_positions
+from ptycho.grouping import cover_positions
 from ptycho.scan import ScanData
 from ptycho.stitching import Stitcher, canvas_covering
 from ptycho.training import TrainedModel
@@ -47,7 +48,7 @@ def reconstruct(
     *,
     grid: tuple[tuple[int, int], tuple[float, float]] | None = None,
     n_nearest_neighbors: int = 7,
-    groups_per_position: int = 1,
+    passes: int = 1,
     batch_size: int = 64,
     keep: int | None = None,
     return_patches: bool = False,
@@ -60,6 +61,7 @@ def reconstruct(
     grid: ((H, W), origin (x, y)) of the target canvas; default: the input's object grid when it has
         one, else the smallest canvas covering the scan.
     n_nearest_neighbors: K, the neighbours (besides the anchor) a group's members are drawn from.
+    passes: every pattern is predicted at least this many times (predictions are averaged).
     keep: side of the central region of each patch that is stitched (default N/2).
     on_batch(done, total): progress callback.
     """
@@ -70,8 +72,8 @@ def reconstruct(
     if source.N != config.N:
         raise ValueError(f"{source.source}: 'diff3d': the model was trained on {config.N} x {config.N} patterns, "
                          f"the data have {source.N} x {source.N}")
-    groups = group_positions(source.positions, config.gridsize, n_neighbors=n_nearest_neighbors + 1,
-                             groups_per_position=groups_per_position, selection="nearest")
+    groups = cover_positions(source.positions, config.gridsize, n_neighbors=n_nearest_neighbors + 1,
+                             passes=passes)
     timings["grouping_seconds"] = time.perf_counter() - start
 
     if grid is None:

@@ -166,3 +166,24 @@ def test_grouping_100k_positions_is_vectorised():
     print(f"grouped 100,000 positions (gridsize 2) in {elapsed:.2f} s")
     assert groups.indices.shape == (100_000, 4)
     np.testing.assert_array_equal(groups.indices[:, 0], np.arange(100_000))
+
+
+def test_cover_positions_covers_every_position_with_few_groups():
+    from ptycho.grouping import cover_positions
+
+    rng = np.random.default_rng(5)
+    positions = rng.uniform(0, 200, (500, 2))
+    groups = cover_positions(positions, 2, n_neighbors=8)
+    assert groups.n_channels == 4
+    assert set(groups.indices.ravel()) == set(range(500))
+    assert groups.n_groups < 500 / 4 * 1.6  # about n / C groups, not n
+    # every member is among its anchor's 8 nearest positions
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    eighth = np.sort(distances, axis=1)[:, 7]
+    anchors, others = groups.indices[:, 0], groups.indices[:, 1:]
+    assert np.all(distances[anchors[:, None], others] <= eighth[anchors][:, None] + 1e-9)
+    np.testing.assert_allclose(groups.global_offsets[:, None] + groups.local_offsets, positions[groups.indices])
+    twice = cover_positions(positions, 2, n_neighbors=8, passes=2)
+    assert np.bincount(twice.indices.ravel(), minlength=500).min() >= 2
+    single = cover_positions(positions, 1)
+    np.testing.assert_array_equal(single.indices[:, 0], np.arange(500))

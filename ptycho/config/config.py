@@ -137,8 +137,8 @@ class TrainingConfig:
 
 @dataclass
 class InferenceConfig:
-    """Inference run. Every scan position seeds `groups_per_position` groups, so the whole scan is
-    always reconstructed (Ptychodus' NumSamples maps to groups_per_position)."""
+    """Inference run. Groups cover the scan so every pattern is predicted at least `passes` times
+    (Ptychodus' NumSamples maps to passes): the whole scan is always reconstructed."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     model_path: Path = Path("wts.h5.zip")
@@ -146,7 +146,7 @@ class InferenceConfig:
     debug: bool = False
     output_dir: Path = Path("inference_outputs")
     n_nearest_neighbors: int = 7
-    groups_per_position: int = 1
+    passes: int = 1
     batch_size: int = 64
 
 

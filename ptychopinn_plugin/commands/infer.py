@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="output .h5 (product) or .npz")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--neighbors", type=int, default=7, help="K nearest neighbours for grouping (default 7)")
-    p.add_argument("--groups-per-position", type=int, default=1,
-                   help="groups anchored at each position (>= 1: the whole scan is always covered)")
+    p.add_argument("--passes", type=int, default=1,
+                   help="predict every pattern at least this many times and average (default 1)")
     common.add_data_options(p)
     p.set_defaults(func=run)
 
@@ -52,7 +52,7 @@ def object_grid(scan) -> tuple[tuple[int, int], tuple[float, float]]:
 
 
 def infer_to_file(model, scan, output: Path, *, product=None, batch_size: int = 64, neighbors: int = 7,
-                  groups_per_position: int = 1, quiet: bool = False):
+                  passes: int = 1, quiet: bool = False):
     """Reconstruct `scan` and write OUT (+ PNG); returns the Reconstruction."""
     from ptycho.inference import reconstruct
     from ptychopinn_plugin.reconstruction_files import write_reconstruction
@@ -63,7 +63,7 @@ def infer_to_file(model, scan, output: Path, *, product=None, batch_size: int = 
         raise FileNotFoundError(f"{output}: folder '{output.parent}' does not exist")
     with common.batch_progress(disable=quiet) as on_batch:
         result = reconstruct(model, scan, grid=object_grid(scan), n_nearest_neighbors=neighbors,
-                             groups_per_position=groups_per_position, batch_size=batch_size, on_batch=on_batch)
+                             passes=passes, batch_size=batch_size, on_batch=on_batch)
     losses = list(enumerate(model.history.get("loss", []), start=1))
     write_reconstruction(output, scan, result.object, result.weights, losses=losses, input_product=product)
     return result
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stream:
         raise ValueError("--stream: streamed inference writes need a scan with an object grid; use the Python API")
     result = infer_to_file(model, scan, args.output, product=input_product(args.data), batch_size=args.batch_size,
-                           neighbors=args.neighbors, groups_per_position=args.groups_per_position)
+                           neighbors=args.neighbors, passes=args.passes)
     covered = float(np.mean(result.weights > 0))
     print(f"wrote {args.output} and {args.output.with_suffix('.png')} ({scan.n_patterns} patterns, "
           f"{result.timings['total_seconds']:.1f} s, {covered:.0%} of the object covered)")
