@@ -24,7 +24,7 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return tf.function(fn, jit_compile=True, reduce_retracing=True, autograph=False)
     if backend == "jax":
         import jax
 

@@ -95,8 +95,7 @@ def reconstruct(
         t0 = time.perf_counter()
         outputs = {k: backend.to_numpy(v)[:valid] for k, v in predict(inputs).items()}
         predict_seconds += time.perf_counter() - t0
-        patches = (outputs["object_amplitude"] * np.exp(1j * outputs["object_phase"])).astype(np.complex64)
-        patches = patches.transpose(0, 3, 1, 2)  # (B, C, N, N)
+        patches = _complex_patches(outputs)  # (B, C, N, N)
         stitcher.add(patches, source.positions[members])
         np.add.at(counts, members.ravel(), 1)
         if patch_sum is not None:
@@ -119,10 +118,21 @@ def reconstruct(
     )
 
 
+def _complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """complex64 (B, C, N, N): the PINN's consistent patches, else the heads' amplitude and phase."""
+    if "object_patches" in outputs:
+        pair = outputs["object_patches"]
+        return (pair[..., 0] + 1j * pair[..., 1]).astype(np.complex64)
+    patches = outputs["object_amplitude"] * np.exp(1j * outputs["object_phase"])
+    return patches.astype(np.complex64).transpose(0, 3, 1, 2)
+
+
 def _predictor(keras_model: keras.Model, with_diffraction: bool):
     """A compiled function: inputs -> object outputs (and predicted diffraction when asked)."""
-    names = ["object_amplitude", "object_phase"] + (["diffraction"] if with_diffraction else [])
-    if with_diffraction and "diffraction" not in keras_model.output:
+    is_pinn = "diffraction" in keras_model.output
+    if with_diffraction and not is_pinn:
         raise ValueError("predicted diffraction is only available for PINN models")
+    names = ["object_patches"] if is_pinn else ["object_amplitude", "object_phase"]
+    names += ["diffraction"] if with_diffraction else []
     sub_model = keras.Model(keras_model.input, {k: keras_model.output[k] for k in names})
     return backend.compile_function(lambda inputs: sub_model(inputs, training=False))

@@ -3,8 +3,10 @@
 Both take the same inputs and produce the same object outputs (NHWC, C = gridsize**2 channels):
   inputs  {"diffraction": float32 (B, N, N, C) measured AMPLITUDES,
            "offsets":     float32 (B, C, 2) local offsets (x, y) in pixels}
-  outputs {"object_amplitude": (B, N, N, C), "object_phase": (B, N, N, C) radians,
-           "diffraction": (B, N, N, C) predicted AMPLITUDES (PINN only)}
+  outputs {"object_amplitude": (B, N, N, C), "object_phase": (B, N, N, C) radians (the heads),
+           "diffraction": (B, N, N, C) predicted AMPLITUDES (PINN only),
+           "object_patches": (B, C, N, N, 2) the patches the physics saw (PINN only; with object_big
+           and gridsize > 1 the group's patches after merging, so overlaps agree)}
 Layers are small classes with build/call/get_config; everything is `keras.ops`.
 """
 
@@ -136,7 +138,8 @@ class ObjectToDiffraction(layers.Layer):
         return patches
 
     def call(self, amplitude, phase, offsets):
-        patches = self.object_patches(amplitude, phase, offsets)
+        """Returns (predicted amplitudes (B, N, N, C), the consistent object patches (B, C, N, N, 2))."""
+        patches = consistent = self.object_patches(amplitude, phase, offsets)
         if self.gaussian_smoothing_sigma > 0:
             flat = ops.reshape(patches, (-1, self.n, self.n, 2))
             patches = ops.reshape(physics.gaussian_smooth(flat, self.gaussian_smoothing_sigma), ops.shape(patches))
@@ -144,7 +147,7 @@ class ObjectToDiffraction(layers.Layer):
         if self.probe_mask:
             probe = probe * ops.convert_to_tensor(physics.circular_mask(self.n)[..., None])
         predicted = physics.far_field_amplitude(physics.illuminate(patches, probe))
-        return ops.transpose(predicted, (0, 2, 3, 1)) * ops.exp(self.log_scale)
+        return ops.transpose(predicted, (0, 2, 3, 1)) * ops.exp(self.log_scale), consistent
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n": self.n, "n_channels": self.n_channels,
@@ -226,6 +229,8 @@ def build_model(spec: ModelSpec, *, probe_trainable: bool = False,
             object_big=config.object_big, probe_trainable=probe_trainable,
             intensity_scale_trainable=intensity_scale_trainable, probe_mask=config.probe_mask,
             gaussian_smoothing_sigma=config.gaussian_smoothing_sigma, name="physics")
-        outputs["diffraction"] = physics_layer(amplitude, phase, offsets)
+        diffraction_out, patches = physics_layer(amplitude, phase, offsets)
+        outputs["diffraction"] = diffraction_out
+        outputs["object_patches"] = layers.Identity(name="object_patches")(patches)
     return keras.Model({"diffraction": diffraction, "offsets": offsets}, outputs,
                        name=f"ptychopinn_{config.model_type}_N{n}_g{config.gridsize}")
