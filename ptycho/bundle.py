@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho.atomic import atomic_output
 from ptycho.config.config import ConfigError, model_config_from_dict, to_dict
 
 BUNDLE_FORMAT = "ptychopinn-bundle"
@@ -57,21 +58,13 @@ def save_bundle(model: Any, path: str | os.PathLike[str]) -> Path:
     }
     probe_bytes = io.BytesIO()
     np.save(probe_bytes, np.asarray(spec.probe, np.complex64), allow_pickle=False)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            weights_path = Path(scratch) / _WEIGHTS
-            model.keras_model.save_weights(weights_path)
-            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(_MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
-                archive.writestr(_PROBE, probe_bytes.getvalue())
-                archive.write(weights_path, _WEIGHTS)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with tempfile.TemporaryDirectory() as scratch, atomic_output(path, suffix=".zip") as tmp:
+        weights_path = Path(scratch) / _WEIGHTS
+        model.keras_model.save_weights(weights_path)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(_MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
+            archive.writestr(_PROBE, probe_bytes.getvalue())
+            archive.write(weights_path, _WEIGHTS)
     return path
 
 

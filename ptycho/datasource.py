@@ -22,6 +22,7 @@ from typing import Protocol
 import h5py
 import numpy as np
 
+from ptycho.atomic import atomic_output
 from ptycho.scan import ScanData, ScanDataError, ScanMetadata, first_probe_mode
 
 _STATS_CHUNK = 2048
@@ -137,8 +138,7 @@ def write_scan_hdf5(path: str | os.PathLike[str], positions: np.ndarray, probe: 
     path = Path(path)
     positions = np.asarray(positions, np.float64)
     n, size = len(positions), probe.shape[-1]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             dataset = f.create_dataset("amplitudes", (n, size, size), np.float32, chunks=(1, size, size))
             start = 0
@@ -153,9 +153,6 @@ def write_scan_hdf5(path: str | os.PathLike[str], positions: np.ndarray, probe: 
                 f["object"] = np.asarray(obj, np.complex64)
             if nphotons is not None:
                 f.attrs["nphotons"] = float(nphotons)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class NpzMemmapSource(_LazyArraySource):

@@ -83,7 +83,7 @@ def reconstruct(
     stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep)
     batches = GroupedBatches(source, groups, batch_size)
     predict = _predictor(model.keras_model, return_diffraction)
-    n, c = config.N, config.n_channels
+    n = config.N
     patch_sum = np.zeros((source.n_patterns, n, n), np.complex64) if return_patches else None
     diffraction_sum = np.zeros((source.n_patterns, n, n), np.float32) if return_diffraction else None
     counts = np.zeros(source.n_patterns, np.int64)

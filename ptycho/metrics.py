@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 from skimage.registration import phase_cross_correlation
+
+from ptycho.atomic import atomic_output
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -388,12 +389,5 @@ def comparison_figure(
 
 def _save_atomic(fig: Figure, path: Path) -> None:
     """Save a matplotlib Figure to path via a temporary file in the same folder and os.replace."""
-    fmt = path.suffix[1:].lower() or "png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:].lower() or "png")

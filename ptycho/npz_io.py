@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import warnings
 import zipfile
 import zlib
@@ -34,6 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from ptycho.atomic import atomic_output
 from ptycho.scan import ScanData, ScanDataError, ScanMetadata, counts_to_amplitudes, first_probe_mode
 
 DiffractionKind = Literal["auto", "amplitude", "counts"]
@@ -232,15 +232,10 @@ def save_scan_npz(scan: ScanData, path: str | os.PathLike[str], *, compressed: b
     path = Path(path)
     arrays = _reference_arrays(scan, str(path))
     save = np.savez_compressed if compressed else np.savez
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp.npz")
-    try:
-        with open(tmp, "xb") as f:
-            save(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        save(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _reference_arrays(scan: ScanData, target: str) -> dict[str, np.ndarray]:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from .diffraction_hdf5 import DiffractionData, read_diffraction, write_diffraction
 from .product import ProductData
-from .product_hdf5 import apply_default_permissions, read_product, write_product
+from ptycho.atomic import apply_default_permissions
+
+from .product_hdf5 import read_product, write_product
 
 SETTINGS_FILE = "settings.ini"
 DIFFRACTION_FILE = "diffraction.h5"

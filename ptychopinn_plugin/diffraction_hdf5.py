@@ -17,7 +17,9 @@ import h5py
 import numpy as np
 
 from .product import format_error
-from .product_hdf5 import atomic_output, float_attribute, get_dataset, open_hdf5, read_dataset
+from ptycho.atomic import atomic_output
+
+from .product_hdf5 import float_attribute, get_dataset, open_hdf5, read_dataset
 
 
 @dataclass

@@ -13,21 +13,21 @@ Layout (root of the file, no groups):
   `object_layer_spacing_m` (float64 (L-1,)); `loss_epochs`, `loss_values` (int64 / float64 (k,);
   float64 (0,) both when empty, exactly as Ptychodus writes them).
 
-Also home of the file plumbing the plugin's file modules share: `atomic_output` (temp file in the
-same folder, then os.replace), `apply_default_permissions`, and `open_hdf5` / `get_dataset` /
+Also home of the HDF5 reading plumbing the plugin's file modules share: `open_hdf5` / `get_dataset` /
 `read_dataset` / `float_attribute` (errors naming the file and the key).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from ptycho.atomic import atomic_output
 
 from .product import PtychodusFormatError, ProductData, ProductMetadata, format_error
 
@@ -45,36 +45,6 @@ _OPTIONAL_FLOAT_ATTRS = {
 
 
 # ---------------------------------------------------------------------------------- shared plumbing
-def apply_default_permissions(path: Path) -> None:
-    """Give a file or folder made by `tempfile` (mode 0600/0700) the usual umask-based mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path in the same folder as `path`; on success it replaces `path` atomically.
-
-    On any exception the temporary file is removed and an existing `path` is left untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: folder '{path.parent}' does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder, expected a file path")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        apply_default_permissions(tmp)
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def open_hdf5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open an HDF5 file for reading; a missing file is FileNotFoundError, a non-HDF5 or truncated

@@ -34,7 +34,7 @@ def test_patches_cut_at_integer_positions_give_back_the_object_exactly():
 
 
 def test_single_patch_lands_on_the_right_pixels_of_a_grid_with_origin():
-    n, keep = 8, 4
+    keep = 4
     patch = (np.arange(64) + 1j * np.arange(64)[::-1]).reshape(8, 8).astype(np.complex64)
     # Kept patch rows/cols 2..5 are object rows 20 - 4 + 2.. = 18..21 and columns 10 - 4 + 2.. = 8..11;
     # with origin (x=3, y=15) those are canvas rows 3..6 and columns 5..8.
