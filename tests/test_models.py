@@ -165,3 +165,14 @@ def test_configuration_errors_are_clear(lines_scan):
         TrainingConfig(model=ModelConfig(N=64, gridsize=3), n_nearest_neighbors=7).validate()
     with pytest.raises(ConfigError, match="expects 64 x 64 patterns"):
         train(lines_scan, TrainingConfig(model=ModelConfig(N=64)))
+
+
+def test_realspace_loss_and_progress_reach_callback_and_logger(lines_scan, caplog):
+    reports = []
+    config = _pinn_config(nepochs=2, validation_fraction=0, realspace_mae_weight=1.0, mae_weight=0.5)
+    with caplog.at_level("INFO", logger="ptychopinn"):
+        model = train(lines_scan.subset(np.arange(96)), config, on_epoch=reports.append)
+    assert [r.epoch for r in reports] == [1, 2] and all(r.total_epochs == 2 for r in reports)
+    assert {"loss", "diffraction_loss", "object_amplitude_loss", "object_phase_loss"} <= set(model.history)
+    epoch_lines = [r.getMessage() for r in caplog.records if r.name == "ptychopinn" and r.getMessage().startswith("epoch ")]
+    assert len(epoch_lines) == 2 and "epoch 2/2" in epoch_lines[-1] and "loss=" in epoch_lines[-1]
