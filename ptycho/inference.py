@@ -82,7 +82,7 @@ def reconstruct(
     shape, origin = grid
     stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep)
     batches = GroupedBatches(source, groups, batch_size)
-    predict = _predictor(model.keras_model, return_diffraction)
+    predict = compiled_predictor(model.keras_model, return_diffraction)
     n = config.N
     patch_sum = np.zeros((source.n_patterns, n, n), np.complex64) if return_patches else None
     diffraction_sum = np.zeros((source.n_patterns, n, n), np.float32) if return_diffraction else None
@@ -95,7 +95,7 @@ def reconstruct(
         t0 = time.perf_counter()
         outputs = {k: backend.to_numpy(v)[:valid] for k, v in predict(inputs).items()}
         predict_seconds += time.perf_counter() - t0
-        patches = _complex_patches(outputs)  # (B, C, N, N)
+        patches = complex_patches(outputs)  # (B, C, N, N)
         stitcher.add(patches, source.positions[members])
         np.add.at(counts, members.ravel(), 1)
         if patch_sum is not None:
@@ -118,7 +118,7 @@ def reconstruct(
     )
 
 
-def _complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:
+def complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:
     """complex64 (B, C, N, N): the PINN's consistent patches, else the heads' amplitude and phase."""
     if "object_patches" in outputs:
         pair = outputs["object_patches"]
@@ -127,7 +127,7 @@ def _complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:
     return patches.astype(np.complex64).transpose(0, 3, 1, 2)
 
 
-def _predictor(keras_model: keras.Model, with_diffraction: bool):
+def compiled_predictor(keras_model: keras.Model, with_diffraction: bool):
     """A compiled function: inputs -> object outputs (and predicted diffraction when asked)."""
     is_pinn = "diffraction" in keras_model.output
     if with_diffraction and not is_pinn:
