@@ -11,10 +11,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # spawned Ptychodus children share the GPU
 
-# With the `compare` extra installed, Ptychodus' ModelCore imports torch (through pty-chi) into the
-# test process; importing torch after TensorFlow crashes the interpreter, importing it first does not.
+# With the `compare` extra installed, Ptychodus' ModelCore imports pty-chi (torch, torchvision, triton)
+# into the test process; importing those after TensorFlow crashes the interpreter, importing them
+# first does not.
 try:
-    import torch  # noqa: F401
+    import ptychi  # noqa: F401
+    import torchvision.ops  # noqa: F401
 except ImportError:
     pass
 

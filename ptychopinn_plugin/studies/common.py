@@ -1,0 +1,170 @@
+"""What both studies share: the training budget, the held-out split, timed training/reconstruction,
+scoring, run records and the atomic results.json.
+
+Held-out evaluation: a scan is split at the median row of its positions; models train on the top half
+(y < median) and reconstruct the bottom half. Scores are taken in the bottom half's scanned region
+(`ptycho.metrics.scanned_region`) minus every row a training patch touches, so no scored pixel was
+ever illuminated in the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho import metrics
+from ptycho.atomic import atomic_output
+from ptycho.config.config import TrainingConfig
+from ptycho.scan import ScanData
+
+METRIC_KEYS = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50")
+"""The scores every run with ground truth carries (SSIM, PSNR in dB, FRC50 as a fraction of Nyquist)."""
+
+MIN_REGION_ROWS = 24
+"""Fewest rows a held-out region may have (registration crops a few pixels, SSIM needs 7, FRC some rings)."""
+
+
+@dataclass
+class HeldOutSplit:
+    """train: the top-half scan; test: the bottom-half scan; region: (rows, cols) slices of the scored
+    held-out region on the object grid."""
+
+    train: ScanData
+    test: ScanData
+    region: tuple[slice, slice]
+
+
+def split_top_bottom(scan: ScanData, n_train: int | None = None) -> HeldOutSplit:
+    """Split at the median row: train on y < median (at most n_train patterns, those nearest the
+    bottom half first), test on the rest; the region excludes rows touched by training patches.
+
+    Raises ValueError when the scan is too small to leave MIN_REGION_ROWS held-out rows.
+    """
+    if scan.object is None:
+        raise ValueError(f"{scan.source}: 'objectGuess': the held-out split needs the object grid")
+    order = np.argsort(scan.y, kind="stable")
+    half = scan.n_patterns // 2
+    top, bottom = order[:half], order[half:]
+    if n_train is not None:
+        if n_train > len(top):
+            raise ValueError(f"{scan.source}: {n_train} training patterns requested, the top half has {len(top)}")
+        top = top[len(top) - n_train:]
+    train, test = scan.subset(np.sort(top)), scan.subset(np.sort(bottom))
+    rows, cols = metrics.scanned_region(test.positions, scan.N, scan.object.shape)
+    first_unseen = math.ceil(scan.y[order[:half]].max() + scan.N / 2)  # below every training patch
+    rows = slice(max(rows.start, first_unseen), rows.stop)
+    if rows.stop - rows.start < MIN_REGION_ROWS:
+        raise ValueError(f"{scan.source}: the held-out region has {rows.stop - rows.start} rows (< {MIN_REGION_ROWS}) "
+                         f"below the training patches; simulate more positions (n_images)")
+    return HeldOutSplit(train, test, (rows, cols))
+
+
+@dataclass
+class TrainedRun:
+    """A trained model's reconstruction of a scan: object complex64 (H, W) on the scan's object grid,
+    weights float64 (H, W) coverage, probe complex64 (N, N) and intensity scale of the model (the
+    predicted amplitude is intensity_scale * |F(probe * patch)|), and wall times in seconds."""
+
+    object: np.ndarray
+    weights: np.ndarray
+    probe: np.ndarray
+    intensity_scale: float
+    train_seconds: float
+    reconstruct_seconds: float
+    epochs_run: int
+
+
+def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig) -> TrainedRun:
+    """Train on one scan, reconstruct another on its object grid.
+
+    reconstruct_seconds is the whole inference call (grouping, network, stitching), including the
+    XLA compilation of the network's prediction function that `ptycho.inference.reconstruct` does
+    on every call (a few seconds on a CPU).
+    """
+    from ptycho.inference import reconstruct
+    from ptycho.training import train
+
+    model = train(train_scan, config)
+    result = reconstruct(model, test_scan, grid=(test_scan.object.shape, (0.0, 0.0)))
+    return TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
+                      intensity_scale=model.intensity_scale, train_seconds=float(model.summary["train_seconds"]),
+                      reconstruct_seconds=float(result.timings["total_seconds"]),
+                      epochs_run=int(model.summary["epochs_run"]))
+
+
+def train_and_score(split: HeldOutSplit, config: TrainingConfig, **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
+    """Train on split.train, reconstruct split.test, score in split.region against the truth.
+
+    Returns (the run's `runs` entry, with `extra` keys added; the TrainedRun).
+    """
+    trained = train_and_reconstruct(split.train, split.test, config)
+    method = config.model.model_type
+    loss = None if method != "pinn" else ("nll" if config.nll_weight > 0 else "mae")
+    record = run_record(method, loss=loss, dose=split.test.metadata.nphotons, n_train=split.train.n_patterns,
+                        train_seconds=trained.train_seconds, reconstruct_seconds=trained.reconstruct_seconds,
+                        **extra, n_test=split.test.n_patterns, epochs_run=trained.epochs_run,
+                        **score(trained.object, split.test.object, split.region))
+    return record, trained
+
+
+def score(obj: np.ndarray, reference: np.ndarray, region: tuple[slice, slice]) -> dict[str, float]:
+    """METRIC_KEYS of a complex (H, W) reconstruction against a complex (H, W) reference in a region."""
+    scores = metrics.evaluate(obj, reference, region=region)
+    return {key: float(scores[key]) for key in METRIC_KEYS}
+
+
+def run_record(method: str, *, loss: str | None, dose: float | None, n_train: int, train_seconds: float,
+               reconstruct_seconds: float, **extra: Any) -> dict[str, Any]:
+    """One entry of results.json's `runs` (extra keys: scores, scan name, ...)."""
+    return {"method": method, "loss": loss, "dose": dose, "n_train": int(n_train),
+            "train_seconds": round(float(train_seconds), 3),
+            "reconstruct_seconds": round(float(reconstruct_seconds), 3),
+            **extra}
+
+
+def aligned_crops(images: dict[str, np.ndarray], reference: np.ndarray, region: tuple[slice, slice]
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Register each complex (H, W) image to the reference inside the region (`metrics.align`: shift,
+    phase offset, amplitude scale) and centre-crop all to one shape, so they overlay pixel for pixel.
+
+    Returns ({name: aligned complex128 (h, w)}, reference cropped the same way).
+    """
+    aligned, crops = {}, []
+    for name, image in images.items():
+        recon, truth, _ = metrics.align(image[region], reference[region])
+        aligned[name] = recon
+        crops.append(truth)
+    if not crops:
+        return {}, reference[region]
+    h = min(c.shape[0] for c in crops)
+    w = min(c.shape[1] for c in crops)
+
+    def centre(image: np.ndarray) -> np.ndarray:
+        top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        return image[top:top + h, left:left + w]
+
+    # every crop is the region less a symmetric margin, so equal-size centre crops coincide
+    return {name: centre(image) for name, image in aligned.items()}, centre(crops[0])
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write payload as indented JSON atomically; NaN/inf are refused (every number must be finite)."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def settings_dict(*configs: Any) -> dict[str, Any]:
+    """Merge dataclass settings into one JSON-friendly dict (tuples -> lists, paths -> strings)."""
+    merged: dict[str, Any] = {}
+    for config in configs:
+        for key, value in asdict(config).items():
+            merged[key] = str(value) if isinstance(value, os.PathLike) else value
+    return merged
