@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from ptychopinn_plugin.studies import (
     residual,
 )
 
-TINY = ["--N", "32", "--n-images", "500", "--step", "3", "--epochs", "1", "--batch-size", "32"]
+TINY = ["--N", "32", "--n-images", "500", "--step", "3", "--epochs", "1", "--batch-size", "32", "--gridsize", "1"]
 """The smallest scan whose held-out half leaves common.MIN_REGION_ROWS rows, and one epoch."""
 
 
@@ -210,3 +212,14 @@ def test_markdown_table_and_figures(tmp_path):
     assert len(_png_shape(figures.frc_vs_dose(tmp_path / "frc.png", runs))) == 3
     with pytest.raises(ValueError, match="show"):
         figures.channel(np.ones((2, 2)), "both")
+
+
+def test_study_modules_never_import_pytorch_and_light_ones_no_tensorflow():
+    """pty-chi runs in a child process because PyTorch's Triton crashes a process that loaded TensorFlow."""
+    code = ("import sys, ptychopinn_plugin.commands.study, ptychopinn_plugin.studies.lsqml, "
+            "ptychopinn_plugin.studies.real_scan, ptychopinn_plugin.studies.report; "
+            "light = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'torch', 'ptychi'}); "
+            "import ptychopinn_plugin.studies.dose, ptychopinn_plugin.studies.compare; "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ptychi'}); print(light, heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[] []"

@@ -1,7 +1,8 @@
 """Scientific studies users run to trust the reconstructor (`ptychopinn study ...`; docs/studies.md).
 
 Modules (one job each):
-  common        training budget, held-out split, timed training + reconstruction, scores, results.json
+  config        settings: training budget, the studies' scales (the CLI's defaults)
+  common        held-out split, timed training + reconstruction, scores, results.json
   dose          dose response: Poisson NLL vs amplitude MAE loss at high and low dose
   compare       PINN vs supervised baseline vs pty-chi LSQML (simulated and measured scans)
   lsqml         pty-chi's LSQML on a ScanData (conventions bridge; runs `lsqml_worker` in a child process)

@@ -1,5 +1,5 @@
-"""What both studies share: the training budget, the held-out split, timed training/reconstruction,
-scoring, run records and the atomic results.json.
+"""What both studies share: the held-out split, timed training and reconstruction, scoring, run
+records, registered crops for figures and the atomic results.json.
 
 Held-out evaluation: a scan is split at the median row of its positions; models train on the top half
 (y < median) and reconstruct the bottom half. Scores are taken in the bottom half's scanned region

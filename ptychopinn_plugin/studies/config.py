@@ -1,5 +1,8 @@
-"""The studies' settings: training budget and study scales (standard library and dataclasses only, so the
-CLI takes its defaults from here without importing the studies' numerical code)."""
+"""The studies' settings: the training budget and the studies' scales.
+
+Light to import (no TensorFlow, PyTorch, scikit-image or matplotlib), so the CLI takes its defaults
+from here without importing the studies' numerical code.
+"""
 
 from __future__ import annotations
 

@@ -73,13 +73,14 @@ def method_comparison(path: str | os.PathLike[str], columns: Sequence[tuple[str,
                       title: str = "") -> Path:
     """Amplitude (top row) and phase (bottom row) of each (title, complex (h, w)) side by side.
 
-    Each row shares the colour scale of the first column (the reference: the truth or LSQML).
+    Each row shares the colour scale of the first column (the reference: the truth or LSQML): its 1st
+    to 99th percentile, so a few outliers (e.g. phase wraps at an iterative reconstruction's edge) do
+    not wash out the rest.
     """
     fig = new_figure(3.4 * len(columns) + 1, 6.6)
     axes = np.atleast_2d(fig.subplots(2, len(columns))).reshape(2, len(columns))
     for ax_row, show in zip(axes, SHOW):
-        reference = channel(columns[0][1], show)
-        low, high = float(reference.min()), float(reference.max())
+        low, high = (float(v) for v in np.percentile(channel(columns[0][1], show), [1, 99]))
         if high <= low:
             low, high = low - 0.5, high + 0.5
         for ax, (name, image) in zip(ax_row, columns):
