@@ -7,6 +7,9 @@ Contents:
   model.weights.h5   the Keras weights
 Loading never unpickles anything and rebuilds the network from the manifest, so a loaded model gives
 bit-identical predictions.
+
+Versions: 2 adds ModelConfig.network_layout; version-1 bundles (written before it existed) were all
+'stacked' networks and are read as such.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from ptycho.atomic import atomic_output
 from ptycho.config.config import ConfigError, model_config_from_dict, to_dict
 
 BUNDLE_FORMAT = "ptychopinn-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_VERSION_1_DEFAULTS = {"network_layout": "stacked"}
 BUNDLE_FILE_NAME = "wts.h5.zip"
 _MANIFEST = "manifest.json"
 _PROBE = "probe.npy"
@@ -102,7 +107,10 @@ def load_bundle(path: str | os.PathLike[str]):
         except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise BundleError(f"{path}: '{_PROBE}'/'{_WEIGHTS}': missing or corrupted ({exc})") from exc
     try:
-        config = model_config_from_dict(manifest["model"]).validate()
+        values = manifest["model"]
+        if manifest["format_version"] == 1:
+            values = {**_VERSION_1_DEFAULTS, **values}
+        config = model_config_from_dict(values).validate()
     except (ConfigError, TypeError) as exc:
         raise BundleError(f"{path}: '{_MANIFEST}': invalid model configuration ({exc})") from exc
     if probe.shape != (config.N, config.N):
@@ -138,9 +146,9 @@ def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path}: '{_MANIFEST}': expected format '{BUNDLE_FORMAT}'")
     version = manifest.get("format_version")
-    if version != BUNDLE_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BundleError(f"{path}: '{_MANIFEST}': unsupported bundle format version {version!r} "
-                          f"(this ptychopinn reads version {BUNDLE_VERSION})")
+                          f"(this ptychopinn reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     for key in ("model", "input_scale", "initial_intensity_scale", "canvas_size"):
         if key not in manifest:
             raise BundleError(f"{path}: '{_MANIFEST}': missing key '{key}'")

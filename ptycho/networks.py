@@ -7,6 +7,14 @@ Both take the same inputs and produce the same object outputs (NHWC, C = gridsiz
            "diffraction": (B, N, N, C) predicted AMPLITUDES (PINN only),
            "object_patches": (B, C, N, N, 2) the patches the physics saw (PINN only; with object_big
            and gridsize > 1 the group's patches after merging, so overlaps agree)}
+Network layouts (ModelConfig.network_layout), for gridsize > 1:
+  'per_pattern' (default): one encoder-decoder with shared weights maps each pattern to its own patch
+      (the group is folded into the batch); the group's patterns are coupled only through the physics
+      layer's overlap consistency (object_big). On a simulated 'lines' scan (N=32, gridsize 2, 20
+      epochs) this fits the data about 2.6x better (Poisson deviance) than 'stacked' and beats
+      gridsize 1 (amplitude/phase SSIM 0.75/0.96 vs 0.48/0.83 stacked, 0.71/0.87 gridsize 1).
+  'stacked': the group's C patterns enter one network as C channels and leave as C patch channels
+      (the reference PtychoPINN layout): about C times cheaper per pattern, but worse.
 Layers are small classes with build/call/get_config; everything is `keras.ops`.
 """
 
@@ -61,6 +69,31 @@ class InputScale(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class FoldChannels(layers.Layer):
+    """(B, N, N, C) -> (B * C, N, N, 1): each pattern of a group becomes its own batch entry."""
+
+    def call(self, x):
+        n = x.shape[1]
+        return ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, n, n, 1))
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class UnfoldChannels(layers.Layer):
+    """(B * C, N, N, 1) -> (B, N, N, C): the inverse of FoldChannels for groups of n_channels."""
+
+    def __init__(self, n_channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_channels = n_channels
+
+    def call(self, x):
+        n = x.shape[1]
+        return ops.transpose(ops.reshape(x, (-1, self.n_channels, n, n)), (0, 2, 3, 1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_channels": self.n_channels}
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
@@ -185,9 +218,8 @@ def _decoder(x, base: int, n_upsamplings: int, name: str):
 _ACTIVATIONS = {"sigmoid": "sigmoid", "swish": "swish", "softplus": "softplus", "relu": "relu"}
 
 
-def _object_heads(bottleneck, config: ModelConfig, base: int):
-    """Amplitude and phase heads, each its own decoder; returns (B, N, N, C) amplitude and phase."""
-    c = config.n_channels
+def _object_heads(bottleneck, config: ModelConfig, base: int, c: int):
+    """Amplitude and phase heads, each its own decoder; returns (B, N, N, c) amplitude and phase."""
     n_up = 2 if config.pad_object else 3
     outputs = {}
     for head in ("amplitude", "phase"):
@@ -218,8 +250,14 @@ def build_model(spec: ModelSpec, *, probe_trainable: bool = False,
     diffraction = keras.Input((n, n, c), name="diffraction")
     offsets = keras.Input((c, 2), name="offsets")
     x = InputScale(spec.input_scale, name="input_scale")(diffraction)
+    fold = config.network_layout == "per_pattern" and c > 1
+    if fold:
+        x = FoldChannels(name="fold")(x)
     bottleneck = _encoder(x, base)
-    amplitude, phase = _object_heads(bottleneck, config, base)
+    amplitude, phase = _object_heads(bottleneck, config, base, 1 if fold else c)
+    if fold:
+        amplitude = UnfoldChannels(c, name="unfold_amplitude")(amplitude)
+        phase = UnfoldChannels(c, name="unfold_phase")(phase)
     amplitude = layers.Identity(name="object_amplitude")(amplitude)
     phase = layers.Identity(name="object_phase")(phase)
     outputs = {"object_amplitude": amplitude, "object_phase": phase}

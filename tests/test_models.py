@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
+from keras import ops
 import pytest
 
 from ptycho import metrics
@@ -97,10 +99,52 @@ def test_bad_bundles_give_clear_errors(tmp_path, trained_pinn, damage):
                 if item == "manifest.json":
                     if damage == "no_manifest":
                         continue
-                    data = data.replace(b'"format_version": 1', b'"format_version": 99')
+                    data = json.dumps({**json.loads(data), "format_version": 99}).encode()
                 dst.writestr(item, data)
     with pytest.raises(BundleError, match="bad.zip"):
         load_bundle(bad)
+
+
+def test_version_1_bundles_load_as_stacked_networks(tmp_path, lines_scan):
+    config = _pinn_config()
+    config.model.network_layout = "stacked"
+    model = _untrained(lines_scan, config)
+    path = save_bundle(model, tmp_path / "v2.zip")
+    old = tmp_path / "v1.zip"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "manifest.json":
+                manifest = json.loads(data)
+                del manifest["model"]["network_layout"]
+                data = json.dumps({**manifest, "format_version": 1}).encode()
+            dst.writestr(item, data)
+    loaded = load_bundle(old)
+    assert loaded.config.network_layout == "stacked"
+    subset = lines_scan.subset(np.arange(64))
+    grid = (lines_scan.object.shape, (0.0, 0.0))
+    assert np.array_equal(reconstruct(model, subset, grid=grid).object, reconstruct(loaded, subset, grid=grid).object)
+
+
+@pytest.mark.parametrize("layout", ["per_pattern", "stacked"])
+def test_network_layouts(lines_scan, layout):
+    """per_pattern: a pattern's predicted patch depends on that pattern only (shared weights); stacked:
+    on the whole group."""
+    config = _pinn_config()
+    config.model.network_layout = layout
+    keras_model = _untrained(lines_scan, config).keras_model
+    rng = np.random.default_rng(0)
+    group = rng.uniform(0, 3, (1, 32, 32, 4)).astype(np.float32)
+    changed = group.copy()
+    changed[..., 1:] = rng.uniform(0, 3, (1, 32, 32, 3))
+    offsets = np.zeros((1, 4, 2), np.float32)
+    a, b = (ops.convert_to_numpy(keras_model({"diffraction": g, "offsets": offsets})["object_amplitude"]) for g in (group, changed))
+    first_same = np.allclose(a[..., 0], b[..., 0], atol=1e-6)
+    assert first_same == (layout == "per_pattern")
+    assert not np.allclose(a[..., 1:], b[..., 1:])
+    if layout == "per_pattern":
+        swapped = ops.convert_to_numpy(keras_model({"diffraction": np.ascontiguousarray(group[..., ::-1]), "offsets": offsets})["object_amplitude"])
+        np.testing.assert_allclose(swapped[..., ::-1], a, atol=1e-6)
 
 
 def test_two_builds_with_different_n_and_gridsize_in_one_process(lines_scan):

@@ -43,6 +43,9 @@ class Gui:
         self.monitor = self.model.processing_core.processing_api.task_monitor
 
     def close(self) -> None:
+        # Ptychodus' 1 s timer outlives the view (its widgets are deleted at teardown) and would raise
+        # in the Qt event loop of later tests.
+        self.controller._run_tasks_timer.stop()
         self.model.__exit__(None, None, None)
 
     def select(self, algorithm: str) -> None:

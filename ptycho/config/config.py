@@ -18,6 +18,7 @@ from typing import Any, MutableMapping
 SUPPORTED_N = (32, 64, 128, 256)
 MODEL_TYPES = ("pinn", "supervised")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
+NETWORK_LAYOUTS = ("per_pattern", "stacked")
 LOSSES = ("nll", "mae")
 
 
@@ -44,6 +45,9 @@ class ModelConfig:
         measured counts, so the probe's absolute scale does not matter.
     gaussian_smoothing_sigma: sigma in pixels of a Gaussian smoothing of the illuminated object
         (0 = off).
+    network_layout: for gridsize > 1, 'per_pattern' (one shared network maps each pattern to its
+        patch; better) or 'stacked' (the group's patterns as channels of one network; about
+        gridsize**2 times faster per pattern). See ptycho.networks.
     """
 
     N: int = 64
@@ -57,6 +61,7 @@ class ModelConfig:
     pad_object: bool = True
     probe_scale: float = 4.0
     gaussian_smoothing_sigma: float = 0.0
+    network_layout: str = "per_pattern"
 
     @property
     def n_channels(self) -> int:
@@ -72,6 +77,7 @@ class ModelConfig:
         _check_choice("ModelConfig.model_type", str(self.model_type).lower(), MODEL_TYPES)
         self.model_type = str(self.model_type).lower()
         _check_choice("ModelConfig.amp_activation", self.amp_activation, AMP_ACTIVATIONS)
+        _check_choice("ModelConfig.network_layout", self.network_layout, NETWORK_LAYOUTS)
         if self.gaussian_smoothing_sigma < 0:
             raise ConfigError(f"ModelConfig.gaussian_smoothing_sigma: expected >= 0, got {self.gaussian_smoothing_sigma}")
         if self.probe_scale < 0:

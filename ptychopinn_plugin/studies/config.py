@@ -31,7 +31,7 @@ class TrainingBudget:
 
     gridsize: int = 2
     n_filters_scale: int = 1
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 0
@@ -59,7 +59,7 @@ class DoseStudyConfig:
 
     doses: tuple[float, ...] = (1e9, 1e4)
     N: int = 32
-    n_images: int = 1800
+    n_images: int = 1200
     step: float = 3.0
     object_kind: str = "lines"
     scan_seed: int = 0
