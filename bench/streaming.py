@@ -5,7 +5,7 @@ chunk by chunk into a scan HDF5 file (`ptycho.datasource.write_scan_hdf5`), then
 process, trains one epoch from it (`HDF5Source`, batch by batch) and reconstructs the whole scan,
 and reports the child's peak resident memory (target: < 2 GB) and timings.
 
-    python bench/streaming.py [--n-patterns 200000] [--workdir DIR] [--keep-file]
+    python bench/streaming.py [--n-patterns 200000] [--gridsize 2 --network-layout stacked] [--workdir DIR] [--keep-file]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def write_scan(path: Path, n_patterns: int, n: int, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
-def child(path: str, gridsize: int, n_filters_scale: int, batch_size: int) -> None:
+def child(path: str, gridsize: int, n_filters_scale: int, batch_size: int, layout: str) -> None:
     """Train one epoch and infer, streaming from `path`; prints JSON timings."""
     from ptycho.config.config import ModelConfig, TrainingConfig
     from ptycho.datasource import HDF5Source
@@ -58,7 +58,8 @@ def child(path: str, gridsize: int, n_filters_scale: int, batch_size: int) -> No
     from ptycho.training import train
 
     source = HDF5Source(path)
-    config = TrainingConfig(model=ModelConfig(N=source.N, gridsize=gridsize, n_filters_scale=n_filters_scale),
+    config = TrainingConfig(model=ModelConfig(N=source.N, gridsize=gridsize, n_filters_scale=n_filters_scale,
+                                              network_layout=layout),
                             nepochs=1, batch_size=batch_size, validation_fraction=0.0)
     start = time.perf_counter()
     model = train(source, config)
@@ -78,17 +79,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gridsize", type=int, default=1)
     parser.add_argument("--n-filters-scale", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--network-layout", default="per_pattern",
+                        help="ModelConfig.network_layout ('stacked' trains gridsize 2 about 4x faster)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep-file", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.gridsize, args.n_filters_scale, args.batch_size)
+        child(args.child, args.gridsize, args.n_filters_scale, args.batch_size, args.network_layout)
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ptychopinn-stream-"))
     path = workdir / "scan.h5"
     report = {"benchmark": "streaming", "n_patterns": args.n_patterns, "N": args.N, "gridsize": args.gridsize,
-              "n_filters_scale": args.n_filters_scale, "cpu_count": os.cpu_count()}
+              "network_layout": args.network_layout, "n_filters_scale": args.n_filters_scale,
+              "cpu_count": os.cpu_count()}
     try:
         # the file is written in a child too, so the parent's RSS never counts towards the measurement
         write = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r});"
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         report["write_seconds"] = round(float(write.stdout.split()[-1]), 1)
         report["file_gb"] = round(path.stat().st_size / 1e9, 2)
         run = subprocess.run([sys.executable, __file__, "--child", str(path), "--gridsize", str(args.gridsize),
-                              "--n-filters-scale", str(args.n_filters_scale), "--batch-size", str(args.batch_size)],
+                              "--n-filters-scale", str(args.n_filters_scale), "--batch-size", str(args.batch_size),
+                              "--network-layout", args.network_layout],
                              check=True, capture_output=True, text=True)
         report.update(json.loads(run.stdout.strip().splitlines()[-1]))
         # RUSAGE_CHILDREN: the largest peak RSS among the finished children (the writer or the trainer)
