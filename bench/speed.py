@@ -3,8 +3,8 @@
 For N=64, n_filters_scale 2, batch 16 and each gridsize (and network layout, for gridsize > 1):
 training patterns/s (patterns = groups x C, measured on the second epoch, after compilation),
 inference patterns/s predict-only and end-to-end (grouping + prediction + stitching + writing the
-product file), time from process start to the first training step (in a fresh child process running `ptychopinn train`), grouping of 100,000
-positions, and peak resident memory.
+product file), time from process start to the first training step (in a fresh child process running
+`ptychopinn train`), grouping of 100,000 positions, and peak resident memory.
 
     python bench/speed.py [--n-images 1024] [--gridsizes 1,2] [--layouts per_pattern,stacked]
 """
