@@ -9,7 +9,8 @@ Loading never unpickles anything and rebuilds the network from the manifest, so 
 bit-identical predictions.
 
 Versions: 2 adds ModelConfig.network_layout; version-1 bundles (written before it existed) were all
-'stacked' networks and are read as such.
+'stacked' networks and are read as such. 3 adds ModelConfig.merge_border_weight; older bundles merged
+a group's patches with uniform weights (1.0) and are read as such.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from ptycho.atomic import atomic_output
 from ptycho.config.config import ConfigError, model_config_from_dict, to_dict
 
 BUNDLE_FORMAT = "ptychopinn-bundle"
-BUNDLE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-_VERSION_1_DEFAULTS = {"network_layout": "stacked"}
+BUNDLE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+_LEGACY_DEFAULTS = {1: {"network_layout": "stacked", "merge_border_weight": 1.0},
+                    2: {"merge_border_weight": 1.0}}
+"""Per older format version: the ModelConfig values its bundles were written with but do not state."""
 BUNDLE_FILE_NAME = "wts.h5.zip"
 _MANIFEST = "manifest.json"
 _PROBE = "probe.npy"
@@ -108,8 +111,7 @@ def load_bundle(path: str | os.PathLike[str]):
             raise BundleError(f"{path}: '{_PROBE}'/'{_WEIGHTS}': missing or corrupted ({exc})") from exc
     try:
         values = manifest["model"]
-        if manifest["format_version"] == 1:
-            values = {**_VERSION_1_DEFAULTS, **values}
+        values = {**_LEGACY_DEFAULTS.get(manifest["format_version"], {}), **values}
         config = model_config_from_dict(values).validate()
     except (ConfigError, TypeError) as exc:
         raise BundleError(f"{path}: '{_MANIFEST}': invalid model configuration ({exc})") from exc

@@ -2,7 +2,10 @@
 
 Coverage: groups are chosen to cover the scan (`grouping.cover_positions`): every pattern is
 predicted at least `passes` times (>= 1), so the whole scan is always reconstructed, with about
-n / C groups per pass (a gridsize-2 network predicts 4 patterns per pass through the network).
+n / C groups per pass (a gridsize-2 'stacked' network predicts 4 patterns per pass through the network).
+A 'per_pattern' network maps each pattern on its own, so it runs as its gridsize-1 twin
+(`networks.single_pattern_twin`), once per pattern and pass, and the stitcher's weighted mean of
+overlapping patches does what the group merge does in training.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ptycho import backend
 from ptycho.batches import GroupedBatches
 from ptycho.datasource import ScanSource, open_source
 from ptycho.grouping import cover_positions
+from ptycho.networks import single_pattern_twin
 from ptycho.scan import ScanData
 from ptycho.stitching import Stitcher, canvas_covering
 from ptycho.training import TrainedModel
@@ -61,7 +65,8 @@ def reconstruct(
     grid: ((H, W), origin (x, y)) of the target canvas; default: the input's object grid when it has
         one, else the smallest canvas covering the scan.
     n_nearest_neighbors: K, the neighbours (besides the anchor) a group's members are drawn from.
-    passes: every pattern is predicted at least this many times (predictions are averaged).
+    passes: every pattern is predicted at least this many times, in different groups (predictions are
+        averaged); a network that maps patterns one at a time predicts each once.
     keep: side of the central region of each patch that is stitched (default N/2).
     on_batch(done, total): progress callback.
     """
@@ -72,8 +77,9 @@ def reconstruct(
     if source.N != config.N:
         raise ValueError(f"{source.source}: 'diff3d': the model was trained on {config.N} x {config.N} patterns, "
                          f"the data have {source.N} x {source.N}")
-    groups = cover_positions(source.positions, config.gridsize, n_neighbors=n_nearest_neighbors + 1,
-                             passes=passes)
+    network, gridsize = inference_network(model)
+    groups = cover_positions(source.positions, gridsize, n_neighbors=n_nearest_neighbors + 1,
+                             passes=passes if gridsize > 1 else 1)
     timings["grouping_seconds"] = time.perf_counter() - start
 
     if grid is None:
@@ -82,7 +88,7 @@ def reconstruct(
     shape, origin = grid
     stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep)
     batches = GroupedBatches(source, groups, batch_size)
-    predict = compiled_predictor(model.keras_model, return_diffraction)
+    predict = compiled_predictor(network, return_diffraction)
     n = config.N
     patch_sum = np.zeros((source.n_patterns, n, n), np.complex64) if return_patches else None
     diffraction_sum = np.zeros((source.n_patterns, n, n), np.float32) if return_diffraction else None
@@ -125,6 +131,14 @@ def complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:
         return (pair[..., 0] + 1j * pair[..., 1]).astype(np.complex64)
     patches = outputs["object_amplitude"] * np.exp(1j * outputs["object_phase"])
     return patches.astype(np.complex64).transpose(0, 3, 1, 2)
+
+
+def inference_network(model: TrainedModel) -> tuple[keras.Model, int]:
+    """The network inference runs and the gridsize of the groups it takes."""
+    config = model.config
+    if config.network_layout == "per_pattern" and config.gridsize > 1:
+        return single_pattern_twin(model.keras_model, model.spec), 1
+    return model.keras_model, config.gridsize
 
 
 def compiled_predictor(keras_model: keras.Model, with_diffraction: bool):

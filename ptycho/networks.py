@@ -20,6 +20,7 @@ Layers are small classes with build/call/get_config; everything is `keras.ops`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +130,10 @@ class ObjectToDiffraction(layers.Layer):
     """The physics layer: object patches -> predicted diffraction amplitudes.
 
     For gridsize > 1 with object_big, the group's patches are merged into one canvas at their local
-    offsets and each pattern's patch is re-extracted, so overlapping patterns must agree. Then
+    offsets (a weighted mean: weight 1 in each patch's central `solution_region` x `solution_region`
+    pixels, which the network predicts at full resolution, and `border_weight` outside it, so a
+    neighbour's low-resolution or empty border does not blur or dim a predicted region) and each
+    pattern's patch is re-extracted, so overlapping patterns must agree. Then
     optional Gaussian smoothing, illumination by the (optionally trainable, optionally masked) probe,
     far-field propagation and the learned intensity scale exp(log_scale).
     """
@@ -137,9 +141,12 @@ class ObjectToDiffraction(layers.Layer):
     def __init__(self, n: int, n_channels: int, canvas_size: int, probe: Any = None,
                  intensity_scale: float = 1.0, object_big: bool = True, probe_trainable: bool = False,
                  intensity_scale_trainable: bool = True, probe_mask: bool = False,
-                 gaussian_smoothing_sigma: float = 0.0, **kwargs: Any) -> None:
+                 gaussian_smoothing_sigma: float = 0.0, solution_region: int | None = None,
+                 border_weight: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n = n
+        self.solution_region = n if solution_region is None else int(solution_region)
+        self.border_weight = float(border_weight)
         self.n_channels = n_channels
         self.canvas_size = canvas_size
         self.initial_probe = np.ones((n, n), np.complex64) if probe is None else np.asarray(probe)
@@ -166,7 +173,10 @@ class ObjectToDiffraction(layers.Layer):
         if self.object_big and self.n_channels > 1:
             centre = float(self.canvas_size // 2)
             positions = offsets + centre
-            canvas = physics.merge_patches(patches, positions, (self.canvas_size, self.canvas_size))
+            weight = None
+            if self.solution_region < self.n and self.border_weight != 1.0:
+                weight = physics.solution_region_weight(self.n, self.solution_region, self.border_weight)
+            canvas = physics.merge_patches(patches, positions, (self.canvas_size, self.canvas_size), weight)
             patches = physics.extract_patches(canvas, positions, self.n)
         return patches
 
@@ -187,7 +197,8 @@ class ObjectToDiffraction(layers.Layer):
                 "canvas_size": self.canvas_size, "intensity_scale": self.intensity_scale,
                 "object_big": self.object_big, "probe_trainable": self.probe_trainable,
                 "intensity_scale_trainable": self.intensity_scale_trainable, "probe_mask": self.probe_mask,
-                "gaussian_smoothing_sigma": self.gaussian_smoothing_sigma}
+                "gaussian_smoothing_sigma": self.gaussian_smoothing_sigma,
+                "solution_region": self.solution_region, "border_weight": self.border_weight}
 
 
 # --------------------------------------------------------------------------- encoder / decoder
@@ -266,9 +277,23 @@ def build_model(spec: ModelSpec, *, probe_trainable: bool = False,
             n, c, spec.canvas_size, probe=spec.probe, intensity_scale=spec.intensity_scale,
             object_big=config.object_big, probe_trainable=probe_trainable,
             intensity_scale_trainable=intensity_scale_trainable, probe_mask=config.probe_mask,
-            gaussian_smoothing_sigma=config.gaussian_smoothing_sigma, name="physics")
+            gaussian_smoothing_sigma=config.gaussian_smoothing_sigma,
+            solution_region=n // 2 if config.pad_object else n, border_weight=config.merge_border_weight,
+            name="physics")
         diffraction_out, patches = physics_layer(amplitude, phase, offsets)
         outputs["diffraction"] = diffraction_out
         outputs["object_patches"] = layers.Identity(name="object_patches")(patches)
     return keras.Model({"diffraction": diffraction, "offsets": offsets}, outputs,
                        name=f"ptychopinn_{config.model_type}_N{n}_g{config.gridsize}")
+
+
+def single_pattern_twin(keras_model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """The gridsize-1 twin of a 'per_pattern' network: the same layers and weights (copied), one
+    pattern per input. Its heads give the same patch for a pattern as the group network's heads
+    (the physics layer's group merge is not applied)."""
+    config = dataclasses.replace(spec.config, gridsize=1)
+    twin = build_model(dataclasses.replace(spec, config=config, canvas_size=config.N))
+    for layer in twin.layers:
+        if layer.weights:
+            layer.set_weights(keras_model.get_layer(layer.name).get_weights())
+    return twin

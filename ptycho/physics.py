@@ -152,16 +152,22 @@ def _extract_bilinear(canvas, positions, patch_size: int):
     return ops.reshape(_sample_bilinear(canvas, rows, cols), (-1, c, n, n, k))
 
 
-def merge_patches(patches, positions, canvas_shape: tuple[int, int], min_weight: float = 1e-3):
-    """Merge a group's patches into one canvas, normalised by coverage (inverse of extract_patches).
+def merge_patches(patches, positions, canvas_shape: tuple[int, int], weight=None, min_weight: float = 1e-3):
+    """Merge a group's patches into one canvas as their weighted mean (inverse of extract_patches).
 
-    patches: (B, C, N, N, K); positions: (B, C, 2) (x, y) canvas pixels; canvas_shape: (H, W).
-    Returns (B, H, W, K); pixels covered with total weight < min_weight are 0.
+    patches: (B, C, N, N, K); positions: (B, C, 2) (x, y) canvas pixels; canvas_shape: (H, W);
+    weight: optional (N, N) per-pixel weight of every patch (default 1 everywhere), e.g. low outside
+    the region the network predicts at full resolution. Returns (B, H, W, K); pixels whose total
+    weight is below min_weight are 0.
     """
     c, n, k = patches.shape[1], patches.shape[2], patches.shape[4]
     h, w = canvas_shape
-    with_ones = ops.concatenate([patches, ops.ones_like(patches[..., :1])], axis=-1)
-    flat_patches = ops.reshape(with_ones, (-1, n, n, k + 1))
+    if weight is None:
+        weighted = ops.concatenate([patches, ops.ones_like(patches[..., :1])], axis=-1)
+    else:
+        weight = ops.reshape(ops.convert_to_tensor(weight, dtype=patches.dtype), (1, 1, n, n, 1))
+        weighted = ops.concatenate([patches * weight, weight + ops.zeros_like(patches[..., :1])], axis=-1)
+    flat_patches = ops.reshape(weighted, (-1, n, n, k + 1))
     grid_r, grid_c = _pixel_grid(h, w)
     half = float(n // 2)
     flat_pos = ops.reshape(positions, (-1, 2))
@@ -169,9 +175,9 @@ def merge_patches(patches, positions, canvas_shape: tuple[int, int], min_weight:
     cols = ops.reshape(grid_c, (1, -1)) - flat_pos[:, 0:1] + half
     sampled = ops.reshape(_sample_bilinear(flat_patches, rows, cols), (-1, c, h, w, k + 1))
     total = ops.sum(sampled, axis=1)
-    weight = total[..., k:]
-    safe = ops.where(weight > min_weight, weight, 1.0)
-    return ops.where(weight > min_weight, total[..., :k] / safe, 0.0)
+    weight_total = total[..., k:]
+    safe = ops.where(weight_total > min_weight, weight_total, 1.0)
+    return ops.where(weight_total > min_weight, total[..., :k] / safe, 0.0)
 
 
 # --------------------------------------------------------------------------- illumination and propagation
@@ -181,6 +187,14 @@ def circular_mask(n: int) -> np.ndarray:
     """float32 (n, n): 1 inside the circle of radius n/2 centred at (n/2, n/2), else 0."""
     yy, xx = np.mgrid[0:n, 0:n] - n / 2
     return (np.hypot(yy, xx) < n / 2).astype(np.float32)
+
+
+def solution_region_weight(n: int, region: int, border_weight: float) -> np.ndarray:
+    """float32 (n, n) merge weight: 1 in the central region x region square, border_weight outside."""
+    weight = np.full((n, n), border_weight, np.float32)
+    start = (n - region) // 2
+    weight[start:start + region, start:start + region] = 1.0
+    return weight
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:

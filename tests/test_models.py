@@ -13,7 +13,7 @@ from ptycho import metrics
 from ptycho.bundle import BundleError, load_bundle, read_manifest, save_bundle
 from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
 from ptycho.datasource import HDF5Source, NpzMemmapSource, write_scan_hdf5
-from ptycho.inference import reconstruct
+from ptycho.inference import inference_network, reconstruct
 from ptycho.networks import build_model
 from ptycho.npz_io import save_scan_npz
 from ptycho.simulate import SimulationConfig, simulate
@@ -105,22 +105,27 @@ def test_bad_bundles_give_clear_errors(tmp_path, trained_pinn, damage):
         load_bundle(bad)
 
 
-def test_version_1_bundles_load_as_stacked_networks(tmp_path, lines_scan):
+@pytest.mark.parametrize("version, layout", [(1, "stacked"), (2, "per_pattern")])
+def test_older_bundles_load_with_the_settings_they_were_written_with(tmp_path, lines_scan, version, layout):
+    """Version 1 predates network_layout (all stacked), versions 1-2 predate merge_border_weight (1.0)."""
     config = _pinn_config()
-    config.model.network_layout = "stacked"
+    config.model.network_layout = layout
+    config.model.merge_border_weight = 1.0
     model = _untrained(lines_scan, config)
-    path = save_bundle(model, tmp_path / "v2.zip")
-    old = tmp_path / "v1.zip"
+    path = save_bundle(model, tmp_path / "current.zip")
+    old = tmp_path / f"v{version}.zip"
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
         for item in src.namelist():
             data = src.read(item)
             if item == "manifest.json":
                 manifest = json.loads(data)
-                del manifest["model"]["network_layout"]
-                data = json.dumps({**manifest, "format_version": 1}).encode()
+                del manifest["model"]["merge_border_weight"]
+                if version == 1:
+                    del manifest["model"]["network_layout"]
+                data = json.dumps({**manifest, "format_version": version}).encode()
             dst.writestr(item, data)
     loaded = load_bundle(old)
-    assert loaded.config.network_layout == "stacked"
+    assert (loaded.config.network_layout, loaded.config.merge_border_weight) == (layout, 1.0)
     subset = lines_scan.subset(np.arange(64))
     grid = (lines_scan.object.shape, (0.0, 0.0))
     assert np.array_equal(reconstruct(model, subset, grid=grid).object, reconstruct(loaded, subset, grid=grid).object)
@@ -145,6 +150,23 @@ def test_network_layouts(lines_scan, layout):
     if layout == "per_pattern":
         swapped = ops.convert_to_numpy(keras_model({"diffraction": np.ascontiguousarray(group[..., ::-1]), "offsets": offsets})["object_amplitude"])
         np.testing.assert_allclose(swapped[..., ::-1], a, atol=1e-6)
+
+
+def test_single_pattern_twin_predicts_what_the_group_network_predicts(lines_scan):
+    """Inference runs a per-pattern network as its gridsize-1 twin: same heads' output per pattern."""
+    model = _untrained(lines_scan, _pinn_config())
+    network, gridsize = inference_network(model)
+    assert gridsize == 1 and network.input["diffraction"].shape[-1] == 1
+    group = np.random.default_rng(1).uniform(0, 3, (2, 32, 32, 4)).astype(np.float32)
+    grouped = model.keras_model({"diffraction": group, "offsets": np.zeros((2, 4, 2), np.float32)})
+    for k in range(4):
+        single = network({"diffraction": group[..., k:k + 1], "offsets": np.zeros((2, 1, 2), np.float32)})
+        for head in ("object_amplitude", "object_phase"):
+            np.testing.assert_allclose(ops.convert_to_numpy(single[head])[..., 0],
+                                       ops.convert_to_numpy(grouped[head])[..., k], atol=1e-5)
+    stacked = _pinn_config()
+    stacked.model.network_layout = "stacked"
+    assert inference_network(_untrained(lines_scan, stacked))[1] == 2
 
 
 def test_two_builds_with_different_n_and_gridsize_in_one_process(lines_scan):
@@ -205,6 +227,8 @@ def test_configuration_errors_are_clear(lines_scan):
         ModelConfig(N=48).validate()
     with pytest.raises(ConfigError, match="gridsize"):
         ModelConfig(N=64, gridsize=4).validate()
+    with pytest.raises(ConfigError, match="merge_border_weight"):
+        ModelConfig(N=64, merge_border_weight=1.5).validate()
     with pytest.raises(ConfigError, match="nll_weight"):
         TrainingConfig(model=ModelConfig(N=64), nll_weight=-1).validate()
     with pytest.raises(ConfigError, match="n_nearest_neighbors"):

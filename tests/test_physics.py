@@ -85,6 +85,26 @@ def test_merge_then_extract_returns_patches_in_covered_region():
     np.testing.assert_allclose(merged[0, 16:22, 18:22], obj[0, 16:22, 18:22], atol=0.05 * np.abs(obj).max())
 
 
+def test_weighted_merge_keeps_predicted_regions_and_fills_borders_from_neighbours():
+    """Each patch holds the object in its central 8 x 8 solution region and junk (zeros) outside:
+    a plain average dims the object where a neighbour's border overlaps it; weighting the border by
+    0.01 keeps the object (and a border pixel that no solution region covers keeps its own value)."""
+    value = np.array([0.8, -0.3], np.float32)
+    patches = np.zeros((1, 2, 16, 16, 2), np.float32)
+    patches[:, :, 4:12, 4:12] = value
+    positions = np.array([[[16.0, 16.0], [20.0, 16.0]]], np.float32)
+    weight = physics.solution_region_weight(16, 8, 0.01)
+    assert weight[8, 8] == 1.0 and weight[0, 0] == np.float32(0.01) and (weight == 1.0).sum() == 64
+    plain = _run(lambda q, p: physics.merge_patches(q, p, (32, 32)), patches, positions, jit=True)[0]
+    weighted = _run(lambda q, p: physics.merge_patches(q, p, (32, 32), weight), patches, positions, jit=True)[0]
+    # canvas column 12..15: inside patch 0's solution region (cols 12..19) and patch 1's too (16..23)
+    # from 16; columns 12..15 lie in patch 1's border
+    np.testing.assert_allclose(plain[16, 13], value / 2, atol=1e-6)
+    np.testing.assert_allclose(weighted[16, 13], value / 1.01, atol=1e-6)
+    np.testing.assert_allclose(weighted[16, 18], value, atol=1e-6)
+    np.testing.assert_allclose(weighted[16, 9], 0.0, atol=1e-6)  # only borders: their mean (0)
+
+
 def test_far_field_is_orthonormal_and_centred():
     rng = np.random.default_rng(4)
     wave = _smooth_complex(rng, (3, 32, 32))

@@ -48,6 +48,9 @@ class ModelConfig:
     network_layout: for gridsize > 1, 'per_pattern' (one shared network maps each pattern to its
         patch; better) or 'stacked' (the group's patterns as channels of one network; about
         gridsize**2 times faster per pattern). See ptycho.networks.
+    merge_border_weight: with object_big and pad_object, the weight (0..1) of a patch's border, outside
+        the central N/2 region the network predicts at full resolution, when a group's patches are
+        merged (1 = plain average; small values let neighbours' predictions fill the border).
     """
 
     N: int = 64
@@ -62,6 +65,7 @@ class ModelConfig:
     probe_scale: float = 4.0
     gaussian_smoothing_sigma: float = 0.0
     network_layout: str = "per_pattern"
+    merge_border_weight: float = 0.01
 
     @property
     def n_channels(self) -> int:
@@ -80,6 +84,10 @@ class ModelConfig:
         _check_choice("ModelConfig.network_layout", self.network_layout, NETWORK_LAYOUTS)
         if self.gaussian_smoothing_sigma < 0:
             raise ConfigError(f"ModelConfig.gaussian_smoothing_sigma: expected >= 0, got {self.gaussian_smoothing_sigma}")
+        weight = self.merge_border_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"ModelConfig.merge_border_weight: expected a number in [0, 1], "
+                              f"got {self.merge_border_weight!r}")
         if self.probe_scale < 0:
             raise ConfigError(f"ModelConfig.probe_scale: expected >= 0, got {self.probe_scale}")
         return self

@@ -25,13 +25,16 @@ SHOW = ("amplitude", "phase")
 class TrainingBudget:
     """The training budget every trained model of a study gets (same data, same budget).
 
+    The studies' defaults spend it on many patterns and few epochs: on a 'lines' scan (N=32, same
+    cost) 2400 training patterns x 5 epochs reach held-out phase SSIM 0.93, 600 x 20 only 0.68.
+
     gridsize: patterns per group side (groups hold gridsize**2); n_filters_scale: network width;
     epochs, batch_size (groups per step), learning_rate: the optimiser; seed: weights and batching.
     """
 
     gridsize: int = 2
     n_filters_scale: int = 1
-    epochs: int = 20
+    epochs: int = 5
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 0
@@ -59,7 +62,7 @@ class DoseStudyConfig:
 
     doses: tuple[float, ...] = (1e9, 1e4)
     N: int = 32
-    n_images: int = 1200
+    n_images: int = 4800
     step: float = 3.0
     object_kind: str = "lines"
     scan_seed: int = 0
@@ -89,7 +92,7 @@ class CompareStudyConfig:
     """
 
     N: int = 32
-    n_images: int = 1800
+    n_images: int = 4800
     step: float = 3.0
     dose: float = 1e6
     object_kind: str = "lines"
