@@ -158,9 +158,9 @@ def cover_positions(positions: np.ndarray, gridsize: int, *, n_neighbors: int = 
     groups); each position not yet covered in the current pass anchors a group of itself plus its
     nearest not-yet-covered neighbours among its K = n_neighbors nearest (topped up with covered ones
     when fewer remain). Sweeping leaves fewer stragglers than a random order: a pass makes about
-    1.05 n / C groups on a jittered grid (a random order: 1.2 n / C), 1.12 n / C on random positions, so a gridsize-2 network
-    predicts each pattern about once instead of C times. gridsize 1 gives one group per position
-    and pass.
+    1.05 n / C groups on a jittered grid (a random order: 1.2 n / C), 1.12 n / C on random
+    positions, so a gridsize-2 network predicts each pattern about once instead of C times.
+    gridsize 1 gives one group per position and pass.
     """
     positions = _check_positions(positions)
     gridsize = _int_in_range("gridsize", gridsize, 1, MAX_GRIDSIZE)
