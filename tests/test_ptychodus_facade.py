@@ -342,7 +342,9 @@ def test_training_draws_enough_neighbours_for_gridsize_3(monkeypatch, scan):
 
 def test_gridsize_2_inference_through_the_facade_equals_the_core(scan, tmp_path):
     """With C = 4 patches per group, the facade's per-member positions place every patch as the core does
-    (an untrained network is enough: the check is on the plumbing, not on the weights)."""
+    (an untrained network is enough: the check is on the plumbing, not on the weights). A 'stacked'
+    network, because the core predicts it group by group as the facade does (a per-pattern network
+    infers through its gridsize-1 twin there)."""
     from ptycho.bundle import save_bundle
     from ptycho.datasource import InMemorySource
     from ptycho.grouping import cover_positions
@@ -350,7 +352,7 @@ def test_gridsize_2_inference_through_the_facade_equals_the_core(scan, tmp_path)
     from ptycho.networks import build_model
     from ptycho.training import TrainedModel, model_spec_for
 
-    config = TrainingConfig(model=ModelConfig(N=N, gridsize=2, n_filters_scale=1))
+    config = TrainingConfig(model=ModelConfig(N=N, gridsize=2, n_filters_scale=1, network_layout="stacked"))
     spec = model_spec_for(InMemorySource(scan), config, cover_positions(scan.positions, 2))
     untrained = TrainedModel(build_model(spec), spec)
     save_bundle(untrained, tmp_path)
