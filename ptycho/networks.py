@@ -20,8 +20,7 @@ Layers are small classes with build/call/get_config; everything is `keras.ops`.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -147,6 +146,9 @@ class ObjectToDiffraction(layers.Layer):
         self.n = n
         self.solution_region = n if solution_region is None else int(solution_region)
         self.border_weight = float(border_weight)
+        # None: the plain average (bit-identical to bundles written before the weighting existed)
+        self._merge_weight = (physics.solution_region_weight(n, self.solution_region, self.border_weight)
+                              if self.solution_region < n and self.border_weight != 1.0 else None)
         self.n_channels = n_channels
         self.canvas_size = canvas_size
         self.initial_probe = np.ones((n, n), np.complex64) if probe is None else np.asarray(probe)
@@ -173,10 +175,8 @@ class ObjectToDiffraction(layers.Layer):
         if self.object_big and self.n_channels > 1:
             centre = float(self.canvas_size // 2)
             positions = offsets + centre
-            weight = None
-            if self.solution_region < self.n and self.border_weight != 1.0:
-                weight = physics.solution_region_weight(self.n, self.solution_region, self.border_weight)
-            canvas = physics.merge_patches(patches, positions, (self.canvas_size, self.canvas_size), weight)
+            canvas = physics.merge_patches(patches, positions, (self.canvas_size, self.canvas_size),
+                                           self._merge_weight)
             patches = physics.extract_patches(canvas, positions, self.n)
         return patches
 
@@ -291,8 +291,8 @@ def single_pattern_twin(keras_model: keras.Model, spec: ModelSpec) -> keras.Mode
     """The gridsize-1 twin of a 'per_pattern' network: the same layers and weights (copied), one
     pattern per input. Its heads give the same patch for a pattern as the group network's heads
     (the physics layer's group merge is not applied)."""
-    config = dataclasses.replace(spec.config, gridsize=1)
-    twin = build_model(dataclasses.replace(spec, config=config, canvas_size=config.N))
+    config = replace(spec.config, gridsize=1)
+    twin = build_model(replace(spec, config=config, canvas_size=config.N))
     for layer in twin.layers:
         if layer.weights:
             layer.set_weights(keras_model.get_layer(layer.name).get_weights())
