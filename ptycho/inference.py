@@ -6,6 +6,10 @@ n / C groups per pass (a gridsize-2 'stacked' network predicts 4 patterns per pa
 A 'per_pattern' network maps each pattern on its own, so it runs as its gridsize-1 twin
 (`networks.single_pattern_twin`), once per pattern and pass, and the stitcher's weighted mean of
 overlapping patches does what the group merge does in training.
+
+The compiled prediction function is built on a model's first `reconstruct` call and reused by later
+calls (no second XLA compilation); it takes the model's weights as arguments, so it always predicts
+with the model's current weights.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def reconstruct(
     if source.N != config.N:
         raise ValueError(f"{source.source}: 'diff3d': the model was trained on {config.N} x {config.N} patterns, "
                          f"the data have {source.N} x {source.N}")
-    network, gridsize = inference_network(model)
+    predict, gridsize = predictor(model, return_diffraction)
     groups = cover_positions(source.positions, gridsize, n_neighbors=n_nearest_neighbors + 1,
                              passes=passes if gridsize > 1 else 1)
     timings["grouping_seconds"] = time.perf_counter() - start
@@ -88,7 +92,6 @@ def reconstruct(
     shape, origin = grid
     stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep)
     batches = GroupedBatches(source, groups, batch_size)
-    predict = compiled_predictor(network, return_diffraction)
     n = config.N
     patch_sum = np.zeros((source.n_patterns, n, n), np.complex64) if return_patches else None
     diffraction_sum = np.zeros((source.n_patterns, n, n), np.float32) if return_diffraction else None
@@ -141,12 +144,41 @@ def inference_network(model: TrainedModel) -> tuple[keras.Model, int]:
     return model.keras_model, config.gridsize
 
 
-def compiled_predictor(keras_model: keras.Model, with_diffraction: bool):
-    """A compiled function: inputs -> object outputs (and predicted diffraction when asked)."""
+def predictor(model: TrainedModel, with_diffraction: bool = False) -> tuple[Callable[[dict], dict], int]:
+    """The compiled prediction function of a trained model and the gridsize of the groups it takes.
+
+    Built on first use and kept in `model.compiled`. A per-pattern network predicts through its
+    gridsize-1 twin, which reads the model's own weights (by variable path), so the cached function
+    follows any later change of the model's weights.
+    """
+    key = ("predict", with_diffraction)
+    if key not in model.compiled:
+        network, gridsize = inference_network(model)
+        model.compiled[key] = (compiled_predictor(network, with_diffraction, weights_of=model.keras_model), gridsize)
+    return model.compiled[key]
+
+
+def compiled_predictor(keras_model: keras.Model, with_diffraction: bool,
+                       weights_of: keras.Model | None = None) -> Callable[[dict], dict]:
+    """A compiled function: inputs -> object outputs (and predicted diffraction when asked).
+
+    The weights are arguments of the compiled function, read from `weights_of` (default: the network
+    itself; a model whose variables have the same paths, e.g. the network a twin was built from) on
+    every call: no recompilation, and never stale weights.
+    """
     is_pinn = "diffraction" in keras_model.output
     if with_diffraction and not is_pinn:
         raise ValueError("predicted diffraction is only available for PINN models")
     names = ["object_patches"] if is_pinn else ["object_amplitude", "object_phase"]
     names += ["diffraction"] if with_diffraction else []
     sub_model = keras.Model(keras_model.input, {k: keras_model.output[k] for k in names})
-    return backend.compile_function(lambda inputs: sub_model(inputs, training=False))
+    source = {v.path: v for v in (weights_of or keras_model).variables}
+    trainable = [source[v.path] for v in sub_model.trainable_variables]
+    non_trainable = [source[v.path] for v in sub_model.non_trainable_variables]
+
+    def run(trainable_values, non_trainable_values, inputs):
+        outputs, _ = sub_model.stateless_call(trainable_values, non_trainable_values, inputs, training=False)
+        return outputs
+
+    compiled = backend.compile_function(run)
+    return lambda inputs: compiled([v.value for v in trainable], [v.value for v in non_trainable], inputs)

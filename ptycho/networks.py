@@ -79,6 +79,11 @@ class FoldChannels(layers.Layer):
         n = x.shape[1]
         return ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, n, n, 1))
 
+    def compute_output_shape(self, input_shape):
+        # stated, not traced: JAX's symbolic batch dimension cannot prove the reshape divides evenly
+        b, n, _, c = input_shape
+        return (None if b is None else b * c, n, n, 1)
+
 
 @keras.saving.register_keras_serializable(package="ptycho")
 class UnfoldChannels(layers.Layer):
@@ -91,6 +96,10 @@ class UnfoldChannels(layers.Layer):
     def call(self, x):
         n = x.shape[1]
         return ops.transpose(ops.reshape(x, (-1, self.n_channels, n, n)), (0, 2, 3, 1))
+
+    def compute_output_shape(self, input_shape):
+        b, n = input_shape[0], input_shape[1]
+        return (None if b is None else b // self.n_channels, n, n, self.n_channels)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_channels": self.n_channels}

@@ -49,6 +49,8 @@ class TrainedModel:
     spec: ModelSpec
     history: dict[str, list[float]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    compiled: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Functions compiled on first use and reused by later calls (`ptycho.inference.predictor`)."""
 
     @property
     def config(self):

@@ -169,6 +169,23 @@ def test_single_pattern_twin_predicts_what_the_group_network_predicts(lines_scan
     assert inference_network(_untrained(lines_scan, stacked))[1] == 2
 
 
+def test_reconstruct_reuses_its_compiled_predictor_and_follows_weight_changes(lines_scan):
+    """The second reconstruct call reuses the first one's compiled function, which reads the model's
+    current weights (also through a per-pattern network's twin), so it is never stale."""
+    model = _untrained(lines_scan, _pinn_config())
+    subset, grid = lines_scan.subset(np.arange(64)), (lines_scan.object.shape, (0.0, 0.0))
+    first = reconstruct(model, subset, grid=grid).object
+    (entry,) = model.compiled.values()
+    assert np.array_equal(reconstruct(model, subset, grid=grid).object, first)
+    assert list(model.compiled.values()) == [entry] and model.compiled[("predict", False)] is entry
+    layer = model.keras_model.get_layer("amplitude_fine")
+    layer.set_weights([w * 0.5 for w in layer.get_weights()])
+    changed = reconstruct(model, subset, grid=grid).object
+    fresh = reconstruct(TrainedModel(model.keras_model, model.spec), subset, grid=grid).object
+    assert np.abs(changed - first).max() > 1e-3
+    np.testing.assert_allclose(changed, fresh, atol=1e-6)
+
+
 def test_two_builds_with_different_n_and_gridsize_in_one_process(lines_scan):
     small = simulate(SimulationConfig(N=64, n_images=40, step=8.0, nphotons=1e6, seed=3))
     m64 = train(small, TrainingConfig(model=ModelConfig(N=64, gridsize=1, n_filters_scale=1), nepochs=1,
