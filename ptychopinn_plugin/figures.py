@@ -21,8 +21,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A Figure on an Agg canvas; layout None places axes by hand (much faster than 'constrained')."""
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -45,9 +46,13 @@ def loss_curve(history: Mapping[str, Sequence[float]], path: str | os.PathLike[s
 
 def object_image(obj: np.ndarray, path: str | os.PathLike[str], title: str = "",
                  mask: np.ndarray | None = None) -> Path:
-    """Amplitude and phase of a complex object side by side (uncovered pixels masked when given)."""
-    fig = new_figure(11, 5)
-    axes = fig.subplots(1, 2)
+    """Amplitude and phase of a complex object side by side (uncovered pixels masked when given).
+
+    A fixed layout: `ptychopinn infer` writes this preview after every reconstruction, and the
+    constrained layout engine would add about 0.4 s to it."""
+    fig = new_figure(11, 5, layout=None)
+    axes = fig.subplots(1, 2, gridspec_kw={"left": 0.02, "right": 0.95, "bottom": 0.03, "top": 0.88,
+                                           "wspace": 0.15})
     for ax, (name, image) in zip(axes, (("amplitude", np.abs(obj)), ("phase (rad)", np.angle(obj)))):
         if mask is not None:
             image = np.ma.masked_where(~mask, image)
