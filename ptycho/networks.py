@@ -178,6 +178,24 @@ class ObjectToDiffraction(layers.Layer):
             initializer=keras.initializers.Constant(np.log(self.intensity_scale)),
             trainable=self.intensity_scale_trainable)
 
+    def _stored_variables(self) -> list:
+        """The layer's variables in the order they are saved: (log intensity scale, probe), whatever is
+        trainable (Keras' default order puts trainable variables first, so a bundle trained with a
+        trainable probe would not load into a model built with a fixed one). It is the default-order
+        layout of bundles written before this method existed, so they load unchanged."""
+        return [self.log_scale, self.probe]
+
+    def save_own_variables(self, store) -> None:
+        for i, variable in enumerate(self._stored_variables()):
+            store[str(i)] = variable
+
+    def load_own_variables(self, store) -> None:
+        variables = self._stored_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(f"layer '{self.name}': expected {len(variables)} stored variables, got {len(store.keys())}")
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
+
     def object_patches(self, amplitude, phase, offsets):
         """(B, N, N, C) amplitude/phase + (B, C, 2) offsets -> (B, C, N, N, 2) consistent patches."""
         patches = physics.polar_to_pair(ops.transpose(amplitude, (0, 3, 1, 2)), ops.transpose(phase, (0, 3, 1, 2)))
@@ -297,12 +315,13 @@ def build_model(spec: ModelSpec, *, probe_trainable: bool = False,
 
 
 def single_pattern_twin(keras_model: keras.Model, spec: ModelSpec) -> keras.Model:
-    """The gridsize-1 twin of a 'per_pattern' network: the same layers and weights (copied), one
-    pattern per input. Its heads give the same patch for a pattern as the group network's heads
-    (the physics layer's group merge is not applied)."""
+    """The gridsize-1 twin of a 'per_pattern' network: the same layers and weights (copied by variable
+    path, so whichever of the probe and intensity scale were trainable), one pattern per input. Its
+    heads give the same patch for a pattern as the group network's heads (the physics layer's group
+    merge is not applied)."""
     config = replace(spec.config, gridsize=1)
     twin = build_model(replace(spec, config=config, canvas_size=config.N))
-    for layer in twin.layers:
-        if layer.weights:
-            layer.set_weights(keras_model.get_layer(layer.name).get_weights())
+    source = {variable.path: variable for variable in keras_model.weights}
+    for variable in twin.weights:
+        variable.assign(source[variable.path])
     return twin

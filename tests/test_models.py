@@ -82,6 +82,25 @@ def test_bundle_round_trip_is_bit_identical(tmp_path, lines_scan, trained_pinn):
     np.testing.assert_array_equal(loaded.probe, trained_pinn.probe)
 
 
+@pytest.mark.parametrize("probe_trainable, scale_trainable", [(True, True), (False, False)])
+def test_trainable_probe_or_fixed_scale_infers_and_round_trips(tmp_path, lines_scan, probe_trainable,
+                                                               scale_trainable):
+    """Which physics variables train changes Keras' variable order; neither inference (through the
+    per-pattern twin) nor bundles may depend on it."""
+    subset = lines_scan.subset(np.arange(256))
+    model = train(subset, _pinn_config(nepochs=1, probe_trainable=probe_trainable,
+                                       intensity_scale_trainable=scale_trainable))
+    probe_change = np.abs(model.probe - model.spec.probe).max() / np.abs(model.spec.probe).max()
+    assert (probe_change > 1e-4) == probe_trainable
+    assert (model.intensity_scale != pytest.approx(model.spec.intensity_scale, rel=1e-6)) == scale_trainable
+    grid = (lines_scan.object.shape, (0.0, 0.0))
+    before = reconstruct(model, subset, grid=grid).object
+    loaded = load_bundle(save_bundle(model, tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.probe, model.probe)
+    assert loaded.intensity_scale == model.intensity_scale
+    assert np.array_equal(reconstruct(loaded, subset, grid=grid).object, before)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "not_zip", "no_manifest", "bad_version", "empty"])
 def test_bad_bundles_give_clear_errors(tmp_path, trained_pinn, damage):
     good = save_bundle(trained_pinn, tmp_path / "good.zip")
