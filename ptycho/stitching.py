@@ -27,6 +27,7 @@ import numpy as np
 from ptycho.grouping import as_positions
 
 DEFAULT_CHUNK_SIZE = 256  # keeps the per-chunk temporaries (a few MB) cache-sized; larger is not faster
+_RESULT_ROWS = 256  # rows per band when the weighted mean is formed
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,22 @@ class Stitcher:
             self._add_chunk(patches[chunk, kept, kept], positions[chunk])
 
     def result(self, fill: complex = 0.0) -> StitchedObject:
-        """The weighted mean so far (complex64), with `fill` where no patch landed."""
-        crop = (slice(self.keep, self.keep + self.shape[0]), slice(self.keep, self.keep + self.shape[1]))
-        weights = self._weights[crop].copy()
-        covered = weights > 0
+        """The weighted mean so far (complex64), with `fill` where no patch landed.
+
+        Computed in bands of rows, so its temporaries stay small next to the canvas (a 200,000-pattern
+        scan's canvas is about 2700 x 2700 pixels)."""
+        height, width = self.shape
+        columns = slice(self.keep, self.keep + width)
+        weights = self._weights[self.keep:self.keep + height, columns].copy()
         image = np.full(self.shape, fill, dtype=np.complex64)
-        image.real[covered] = self._sum_real[crop][covered] / weights[covered]
-        image.imag[covered] = self._sum_imag[crop][covered] / weights[covered]
+        for top in range(0, height, _RESULT_ROWS):
+            rows = slice(top, min(top + _RESULT_ROWS, height))
+            padded_rows = slice(self.keep + rows.start, self.keep + rows.stop)
+            band_weights = weights[rows]
+            covered = band_weights > 0
+            band = image[rows]
+            band.real[covered] = self._sum_real[padded_rows, columns][covered] / band_weights[covered]
+            band.imag[covered] = self._sum_imag[padded_rows, columns][covered] / band_weights[covered]
         return StitchedObject(image=image, weights=weights, origin=self.origin)
 
     def _add_chunk(self, kept: np.ndarray, positions: np.ndarray) -> None:

@@ -17,11 +17,13 @@ def cut_patches(obj: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
     return np.stack([obj[int(y) - c:int(y) - c + n, int(x) - c:int(x) - c + n] for x, y in positions])
 
 
-def test_patches_cut_at_integer_positions_give_back_the_object_exactly():
+@pytest.mark.parametrize("shape, count", [((60, 70), 40), ((700, 30), 400)])  # the tall one spans 3 row bands
+def test_patches_cut_at_integer_positions_give_back_the_object_exactly(shape, count):
     rng = np.random.default_rng(0)
-    obj = random_complex(rng, (60, 70))
+    obj = random_complex(rng, shape)
     n, keep = 16, 8
-    positions = np.stack([rng.integers(8, 62, 40), rng.integers(8, 52, 40)], axis=1).astype(float)
+    positions = np.stack([rng.integers(8, shape[1] - 8, count), rng.integers(8, shape[0] - 8, count)],
+                         axis=1).astype(float)
     result = stitch_patches(cut_patches(obj, positions, n), positions, shape=obj.shape, keep=keep)
 
     expected_cover = np.zeros(obj.shape, dtype=bool)
