@@ -139,18 +139,15 @@ class Stitcher:
 
         Computed in bands of rows, so its temporaries stay small next to the canvas (a 200,000-pattern
         scan's canvas is about 2700 x 2700 pixels)."""
-        height, width = self.shape
-        columns = slice(self.keep, self.keep + width)
-        weights = self._weights[self.keep:self.keep + height, columns].copy()
+        crop = (slice(self.keep, self.keep + self.shape[0]), slice(self.keep, self.keep + self.shape[1]))
+        weights = self._weights[crop].copy()
+        sum_real, sum_imag = self._sum_real[crop], self._sum_imag[crop]  # views, no copies
         image = np.full(self.shape, fill, dtype=np.complex64)
-        for top in range(0, height, _RESULT_ROWS):
-            rows = slice(top, min(top + _RESULT_ROWS, height))
-            padded_rows = slice(self.keep + rows.start, self.keep + rows.stop)
-            band_weights = weights[rows]
-            covered = band_weights > 0
-            band = image[rows]
-            band.real[covered] = self._sum_real[padded_rows, columns][covered] / band_weights[covered]
-            band.imag[covered] = self._sum_imag[padded_rows, columns][covered] / band_weights[covered]
+        for top in range(0, self.shape[0], _RESULT_ROWS):
+            rows = slice(top, top + _RESULT_ROWS)
+            covered = weights[rows] > 0
+            image.real[rows][covered] = sum_real[rows][covered] / weights[rows][covered]
+            image.imag[rows][covered] = sum_imag[rows][covered] / weights[rows][covered]
         return StitchedObject(image=image, weights=weights, origin=self.origin)
 
     def _add_chunk(self, kept: np.ndarray, positions: np.ndarray) -> None:
