@@ -5,7 +5,9 @@ predicted at least `passes` times (>= 1), so the whole scan is always reconstruc
 n / C groups per pass (a gridsize-2 'stacked' network predicts 4 patterns per pass through the network).
 A 'per_pattern' network maps each pattern on its own, so it runs as its gridsize-1 twin
 (`networks.single_pattern_twin`), once per pattern and pass, and the stitcher's weighted mean of
-overlapping patches does what the group merge does in training.
+overlapping patches does what the group merge does in training. The stitcher weights every patch
+pixel by the model probe's intensity (`stitching.illumination_weight`), so each object pixel is
+mostly decided by the patterns that illuminated it well.
 
 The compiled prediction function is built on a model's first `reconstruct` call and reused by later
 calls (no second XLA compilation); it takes the model's weights as arguments, so it always predicts
@@ -27,7 +29,7 @@ from ptycho.datasource import ScanSource, open_source
 from ptycho.grouping import cover_positions
 from ptycho.networks import single_pattern_twin
 from ptycho.scan import ScanData
-from ptycho.stitching import Stitcher, canvas_covering
+from ptycho.stitching import Stitcher, canvas_covering, illumination_weight
 from ptycho.training import TrainedModel
 
 
@@ -59,6 +61,7 @@ def reconstruct(
     passes: int = 1,
     batch_size: int = 64,
     keep: int | None = None,
+    illumination_weighted: bool = True,
     return_patches: bool = False,
     return_diffraction: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
@@ -72,6 +75,8 @@ def reconstruct(
     passes: every pattern is predicted at least this many times, in different groups (predictions are
         averaged); a network that maps patterns one at a time predicts each once.
     keep: side of the central region of each patch that is stitched (default N/2).
+    illumination_weighted: weight each patch pixel by the probe intensity when stitching (default);
+        False: a plain mean.
     on_batch(done, total): progress callback.
     """
     timings: dict[str, float] = {}
@@ -90,7 +95,8 @@ def reconstruct(
         grid = ((source.object.shape), (0.0, 0.0)) if source.object is not None else \
             canvas_covering(source.positions, config.N, keep)
     shape, origin = grid
-    stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep)
+    weight = illumination_weight(model.probe) if illumination_weighted else None
+    stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep, weight=weight)
     batches = GroupedBatches(source, groups, batch_size)
     n = config.N
     patch_sum = np.zeros((source.n_patterns, n, n), np.complex64) if return_patches else None

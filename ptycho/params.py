@@ -16,6 +16,9 @@ Keys:
                          `tf_helper.reassemble_position` stitches onto this grid
   trained_model          the `ptycho.training.TrainedModel` of the last `run_cdi_example`, written by
                          `model_manager.save`
+  stitch_weight          float32 (N, N): the patch-pixel weights `tf_helper.reassemble_position` stitches
+                         with, the intensity of the model's probe (`stitching.illumination_weight`); set
+                         with intensity_scale
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ weights, and each canvas pixel is the weighted mean of what landed on it (sum of
 sum of weights). Sums are accumulated in float64, so identical patches at integer positions give
 back the object exactly. Pixels no patch reaches get a fill value (0 by default).
 
+An optional weight map (N, N) weights every patch pixel on top of the bilinear weights. Inference
+uses the probe intensity (`illumination_weight`): a patch pixel is as trustworthy as the light that
+reached it, as in the object update of ePIE and LSQML.
+
 Work is vectorised per chunk of patches (np.bincount on flat canvas indices), so memory is bounded
 by the canvas plus one chunk; a `Stitcher` also accepts patches chunk by chunk for scans that do not
 fit in memory.
@@ -28,6 +32,9 @@ from ptycho.grouping import as_positions
 
 DEFAULT_CHUNK_SIZE = 256  # keeps the per-chunk temporaries (a few MB) cache-sized; larger is not faster
 _RESULT_ROWS = 256  # rows per band when the weighted mean is formed
+ILLUMINATION_FLOOR = 1e-3
+"""`illumination_weight`'s smallest weight, relative to the peak: dark patch pixels still count a
+little, so where patches land (the coverage) does not depend on the probe."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,8 @@ class StitchedObject:
     """A stitched object.
 
     image: complex64 (H, W), the weighted mean of the patches (fill value where weights == 0).
-    weights: float64 (H, W), sum of the bilinear weights that reached each pixel (coverage).
+    weights: float64 (H, W), sum of the weights that reached each pixel (bilinear times the weight
+        map; 0 = not covered).
     origin: (x, y) object-pixel coordinates of image[0, 0].
     """
 
@@ -47,6 +55,16 @@ class StitchedObject:
     def covered(self) -> np.ndarray:
         """bool (H, W): pixels reached by at least one patch."""
         return self.weights > 0
+
+
+def illumination_weight(probe: np.ndarray) -> np.ndarray:
+    """float32 (N, N) stitching weights from a complex (N, N) probe: |probe|**2 / max |probe|**2,
+    at least ILLUMINATION_FLOOR."""
+    intensity = np.abs(np.asarray(probe)) ** 2
+    peak = float(intensity.max()) if intensity.size else 0.0
+    if intensity.ndim != 2 or not math.isfinite(peak) or peak <= 0:
+        raise ValueError(f"probe: expected a finite, non-zero (N, N) array, got shape {intensity.shape}")
+    return np.maximum(intensity / peak, ILLUMINATION_FLOOR).astype(np.float32)
 
 
 def default_keep(patch_size: int) -> int:
@@ -78,12 +96,14 @@ class Stitcher:
 
     shape: (H, W) of the canvas; origin: (x, y) object-pixel coordinates of canvas pixel [0, 0];
     patch_size: N; keep: side of the central region kept (default N // 2, at most N);
-    chunk_size: patches processed per vectorised step (temporary memory is about
-    40 * chunk_size * (keep + 1)**2 bytes on top of the 3 float64 accumulators of the canvas).
+    weight: optional non-negative float (N, N) map, each patch pixel's weight in the mean (default
+    uniform); chunk_size: patches processed per vectorised step (temporary memory is about
+    50 * chunk_size * (keep + 1)**2 bytes on top of the 3 float64 accumulators of the canvas).
     """
 
     def __init__(self, shape: tuple[int, int], *, patch_size: int, origin: tuple[float, float] = (0.0, 0.0),
-                 keep: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+                 keep: int | None = None, weight: np.ndarray | None = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         if len(shape) != 2 or any(int(s) != s or s < 1 for s in shape):
             raise ValueError(f"shape: expected two positive integers (H, W), got {shape}")
         if len(origin) != 2 or not all(math.isfinite(float(o)) for o in origin):
@@ -97,6 +117,9 @@ class Stitcher:
         self.patch_size = int(patch_size)
         self.keep = _check_keep(keep, self.patch_size)
         self.chunk_size = int(chunk_size)
+        start = (self.patch_size - self.keep) // 2
+        self._kept = slice(start, start + self.keep)
+        self._weight = None if weight is None else _check_weight(weight, self.patch_size)[self._kept, self._kept]
         # Accumulators carry a margin of `keep` pixels on every side, so a patch overlapping the
         # border splats without clipping; `result` crops the margin away.
         margin = self.keep
@@ -127,12 +150,10 @@ class Stitcher:
             raise ValueError(f"patches: expected complex or real numbers, got dtype {patches.dtype}")
         patches = patches.reshape((-1, n, n))
         positions = positions.reshape(-1, 2)
-        start = (n - self.keep) // 2
-        kept = slice(start, start + self.keep)
         order = np.argsort(positions[:, 1], kind="stable")
         for first in range(0, len(order), self.chunk_size):
             chunk = order[first:first + self.chunk_size]
-            self._add_chunk(patches[chunk, kept, kept], positions[chunk])
+            self._add_chunk(patches[chunk, self._kept, self._kept], positions[chunk])
 
     def result(self, fill: complex = 0.0) -> StitchedObject:
         """The weighted mean so far (complex64), with `fill` where no patch landed.
@@ -164,9 +185,14 @@ class Stitcher:
         if len(kept) == 0:
             return
         fc, fr = fraction[:, 0, None, None], fraction[:, 1, None, None]
-        values = _splat(_splat(kept.astype(np.complex64, copy=False), fr, axis=1), fc, axis=2)
-        ones = np.ones((len(kept), keep, 1), dtype=np.float32)
-        weights = _splat(ones, fr, axis=1) * _splat(ones.transpose(0, 2, 1), fc, axis=2)
+        kept = kept.astype(np.complex64, copy=False)
+        if self._weight is None:  # uniform: the splatted weights are an outer product of 1-D splats
+            values = _splat(_splat(kept, fr, axis=1), fc, axis=2)
+            ones = np.ones((len(kept), keep, 1), dtype=np.float32)
+            weights = _splat(ones, fr, axis=1) * _splat(ones.transpose(0, 2, 1), fc, axis=2)
+        else:
+            values = _splat(_splat(kept * self._weight, fr, axis=1), fc, axis=2)
+            weights = _splat(_splat(np.broadcast_to(self._weight, kept.shape), fr, axis=1), fc, axis=2)
 
         padded_width = self._weights.shape[1]
         top = (row0 + keep) * padded_width + col0 + keep  # flat index of each footprint's corner
@@ -203,6 +229,7 @@ def stitch_patches(
     shape: tuple[int, int] | None = None,
     origin: tuple[float, float] | None = None,
     keep: int | None = None,
+    weight: np.ndarray | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     fill: complex = 0.0,
 ) -> StitchedObject:
@@ -214,6 +241,7 @@ def stitch_patches(
         [0, 0] (default (0, 0)); with shape None the canvas is the smallest one covering every kept
         region (`canvas_covering`) and its origin is returned in the result.
     keep: side of the central region kept from each patch (default N // 2; 1..N).
+    weight: optional (N, N) weight of each patch pixel (e.g. `illumination_weight(probe)`).
     chunk_size: patches per vectorised step; fill: value of pixels no patch reaches.
     """
     patches = np.asarray(patches)
@@ -225,7 +253,7 @@ def stitch_patches(
             raise ValueError("origin: needs a target shape; without one the canvas and its origin are automatic")
         shape, origin = canvas_covering(positions, patch_size, keep)
     stitcher = Stitcher(shape, patch_size=patch_size, origin=(0.0, 0.0) if origin is None else origin,
-                        keep=keep, chunk_size=chunk_size)
+                        keep=keep, weight=weight, chunk_size=chunk_size)
     stitcher.add(patches, positions)
     return stitcher.result(fill)
 
@@ -236,3 +264,13 @@ def _check_keep(keep: int | None, patch_size: int) -> int:
     if int(keep) != keep or not 1 <= keep <= patch_size:
         raise ValueError(f"keep: expected an integer in 1..{patch_size} (the patch size), got {keep}")
     return int(keep)
+
+
+def _check_weight(weight: np.ndarray, patch_size: int) -> np.ndarray:
+    weight = np.asarray(weight)
+    if weight.shape != (patch_size, patch_size) or not np.issubdtype(weight.dtype, np.floating):
+        raise ValueError(f"weight: expected a float ({patch_size}, {patch_size}) map (the patch size), "
+                         f"got {weight.dtype} {weight.shape}")
+    if not np.all(np.isfinite(weight)) or np.any(weight < 0):
+        raise ValueError("weight: expected finite, non-negative values")
+    return weight.astype(np.float32)

@@ -17,6 +17,7 @@ from ptycho.inference import inference_network, reconstruct
 from ptycho.networks import build_model
 from ptycho.npz_io import save_scan_npz
 from ptycho.simulate import SimulationConfig, simulate
+from ptycho.stitching import illumination_weight, stitch_patches
 from ptycho.training import TrainedModel, model_spec_for, train
 from ptycho.datasource import InMemorySource
 from ptycho.grouping import group_positions
@@ -65,6 +66,22 @@ def test_pinn_training_improves_reconstruction_and_data_fit(lines_scan, trained_
     history = trained_pinn.history
     assert len(history["loss"]) == 12 and history["loss"][-1] < history["loss"][0]
     assert "val_loss" in history
+
+
+def test_inference_stitches_with_the_probe_intensity_as_weights(lines_scan, trained_pinn):
+    grid = (lines_scan.object.shape, (0.0, 0.0))
+    weighted = reconstruct(trained_pinn, lines_scan, grid=grid, return_patches=True)
+    plain = reconstruct(trained_pinn, lines_scan, grid=grid, illumination_weighted=False)
+    by_hand = stitch_patches(weighted.patches, lines_scan.positions, shape=grid[0],
+                             weight=illumination_weight(trained_pinn.probe))
+    np.testing.assert_allclose(weighted.object, by_hand.image, atol=1e-5)
+    np.testing.assert_array_equal(weighted.weights > 0, plain.weights > 0)  # same coverage
+    assert np.max(np.abs(weighted.object - plain.object)) > 1e-3
+    region = metrics.scanned_region(lines_scan.positions, lines_scan.N, lines_scan.object.shape)
+    scores = {name: metrics.evaluate(result.object, lines_scan.object, region=region)
+              for name, result in (("weighted", weighted), ("plain", plain))}
+    print(scores)
+    assert scores["weighted"]["amp_ssim"] > scores["plain"]["amp_ssim"]
 
 
 def test_bundle_round_trip_is_bit_identical(tmp_path, lines_scan, trained_pinn):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates
 
-from ptycho.stitching import Stitcher, canvas_covering, default_keep, stitch_patches
+from ptycho.stitching import (ILLUMINATION_FLOOR, Stitcher, canvas_covering, default_keep, illumination_weight,
+                              stitch_patches)
 
 
 def random_complex(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -135,6 +136,52 @@ def test_fill_value_marks_uncovered_pixels():
     result = stitch_patches(patch, np.array([[4.0, 4.0]]), shape=(12, 12), fill=np.nan)
     assert np.isnan(result.image[~result.covered]).all()
     assert result.covered.sum() == default_keep(8) ** 2
+
+
+def test_weight_map_gives_each_pixel_the_weighted_mean_of_overlapping_patches():
+    n, keep = 8, 8
+    yy, xx = np.indices((n, n)) - n // 2
+    weight = np.exp(-(xx ** 2 + yy ** 2) / 8.0)
+    patches = np.stack([np.full((n, n), 1 + 1j), np.full((n, n), 3 - 1j)]).astype(np.complex64)
+    positions = np.array([[10.0, 10.0], [13.0, 11.0]])  # overlap of 5 x 7 pixels, integer positions
+    result = stitch_patches(patches, positions, shape=(24, 24), keep=keep, weight=weight)
+
+    w1, w2 = np.zeros((24, 24)), np.zeros((24, 24))
+    w1[6:14, 6:14] = weight
+    w2[7:15, 9:17] = weight
+    np.testing.assert_allclose(result.weights, w1 + w2, rtol=1e-6)
+    covered = (w1 + w2) > 0
+    expected = (w1 * (1 + 1j) + w2 * (3 - 1j))[covered] / (w1 + w2)[covered]
+    np.testing.assert_allclose(result.image[covered], expected, rtol=1e-5)
+    assert abs(result.image[10, 12] - 2.0) > 0.1  # off the midline the nearer patch dominates
+    # a constant object is still given back exactly, whatever the weights
+    same = stitch_patches(np.ones((2, n, n), np.complex64), positions, shape=(24, 24), keep=6, weight=weight)
+    np.testing.assert_allclose(same.image[same.covered], 1.0, rtol=1e-6)
+
+
+def test_illumination_weight_is_the_normalised_probe_intensity_with_a_floor():
+    probe = np.zeros((8, 8), np.complex64)
+    probe[3:5, 2:6] = 2j
+    probe[4, 4] = 4.0
+    weight = illumination_weight(probe)
+    assert weight.dtype == np.float32 and weight.shape == (8, 8)
+    assert weight[4, 4] == 1.0 and weight[3, 3] == pytest.approx(0.25)
+    assert weight[0, 0] == pytest.approx(ILLUMINATION_FLOOR)
+    with pytest.raises(ValueError, match=r"probe: expected a finite, non-zero \(N, N\) array"):
+        illumination_weight(np.zeros((8, 8), np.complex64))
+
+
+@pytest.mark.parametrize(
+    "weight, message",
+    [
+        (np.ones((6, 6)), r"weight: expected a float \(8, 8\) map \(the patch size\), got float64 \(6, 6\)"),
+        (np.ones((8, 8), np.int64), r"weight: expected a float \(8, 8\) map"),
+        (-np.ones((8, 8)), r"weight: expected finite, non-negative values"),
+    ],
+)
+def test_invalid_weight_maps_raise_clear_errors(weight, message):
+    with pytest.raises(ValueError, match=message):
+        stitch_patches(np.ones((2, 8, 8), np.complex64), np.zeros((2, 2)), shape=(10, 10), weight=weight)
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ Thin wrappers over the core (`ptycho.training.train`, `ptycho.inference.reconstr
 is reported before the (slow) TensorFlow import. State shared with the other facade modules lives in
 `ptycho.params.cfg` (see there).
 
-  load_inference_bundle(dir) -> (InferenceModel, ModelConfig)   sets cfg['intensity_scale']
+  load_inference_bundle(dir) -> (InferenceModel, ModelConfig)   sets cfg['intensity_scale'], cfg['stitch_weight']
   InferenceModel.predict([X * intensity_scale, local_offsets]) -> complex (g, N, N, C) patches
-  run_cdi_example(train, test, config) -> (amplitude, phase, TrainingResults)   sets cfg['trained_model']
+  run_cdi_example(train, test, config) -> (amplitude, phase, TrainingResults)   sets cfg['trained_model'],
+                                                                                cfg['stitch_weight']
   save_outputs(amplitude, phase, results, out_dir)   history.json, loss.png, reconstruction.npz/.png
 """
 
@@ -42,6 +43,7 @@ from ptycho.config.config import (
     model_config_from_dict,
 )
 from ptycho.raw_data import RawData
+from ptycho.stitching import illumination_weight
 from ptycho.workflows import reports_errors
 
 if TYPE_CHECKING:
@@ -105,7 +107,7 @@ class InferenceModel:
 
 @reports_errors
 def load_inference_bundle(model_dir: str | os.PathLike[str]) -> tuple[InferenceModel, ModelConfig]:
-    """Load the model bundle in `model_dir` and set `params.cfg['intensity_scale']`.
+    """Load the model bundle in `model_dir`; set `params.cfg['intensity_scale']` and `['stitch_weight']`.
 
     model_dir: a directory holding `wts.h5.zip`, the unpacked contents of a bundle (what Ptychodus
     leaves when it unpacks a model .zip that is itself a bundle), or a bundle file.
@@ -121,10 +123,17 @@ def load_inference_bundle(model_dir: str | os.PathLike[str]) -> tuple[InferenceM
             raise BundleError(f"{model_dir}: invalid model configuration in the bundle ({exc})") from exc
         _check_settings(config, model_dir)
         trained = load_bundle(path)
-    params.cfg["intensity_scale"] = trained.intensity_scale
+    _remember(trained)
     logger.info("loaded %s model (N=%d, gridsize %d) from %s", config.model_type, config.N, config.gridsize,
                 model_dir)
     return InferenceModel(trained), trained.config
+
+
+def _remember(trained: TrainedModel) -> None:
+    """Record what the facade's later calls need of a model: its intensity scale (the loader's
+    normalisation) and its probe's stitching weights (`tf_helper.reassemble_position`)."""
+    params.cfg["intensity_scale"] = trained.intensity_scale
+    params.cfg["stitch_weight"] = illumination_weight(trained.probe)
 
 
 def _bundle_file(path: Path, scratch: Path) -> Path:
@@ -174,8 +183,9 @@ def run_cdi_example(train_data: RawData, test_data: RawData | None, config: Trai
                     ) -> tuple[np.ndarray | None, np.ndarray | None, TrainingResults]:
     """Train on `train_data` with the core, then reconstruct `test_data` (if given) with the new model.
 
-    The trained model is kept in `params.cfg['trained_model']` (for `model_manager.save`) and its
-    intensity scale in `params.cfg['intensity_scale']`. Ptychodus has no setting for the number of
+    The trained model is kept in `params.cfg['trained_model']` (for `model_manager.save`), its
+    intensity scale in `params.cfg['intensity_scale']` and its stitching weights in
+    `params.cfg['stitch_weight']`. Ptychodus has no setting for the number of
     neighbours used in training: a config with too few for its gridsize (the default K = 7 with
     gridsize 3) uses gridsize**2 - 1. Per-epoch losses are logged on the `ptychopinn` logger.
     Returns (amplitude, phase) float (H, W) of the test reconstruction on the test object's grid
@@ -191,7 +201,7 @@ def run_cdi_example(train_data: RawData, test_data: RawData | None, config: Trai
         config = dataclasses.replace(config, n_nearest_neighbors=needed)
     trained = train(train_data.scan, config)
     params.cfg["trained_model"] = trained
-    params.cfg["intensity_scale"] = trained.intensity_scale
+    _remember(trained)
     if test_data is None:
         return None, None, TrainingResults(trained, None)
     reconstruction = reconstruct(trained, test_data.scan, n_nearest_neighbors=config.n_nearest_neighbors)
