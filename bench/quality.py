@@ -59,7 +59,7 @@ def run_one(train_scan: ScanData, test_scan: ScanData, model_type: str, gridsize
     start = time.perf_counter()
     result = reconstruct(model, test_scan, grid=(test_scan.object.shape, (0.0, 0.0)))
     seconds = time.perf_counter() - start
-    region = metrics.scanned_region(test_scan.positions, test_scan.N, test_scan.object.shape)
+    region = metrics.covered_region(test_scan.positions, test_scan.N, test_scan.object.shape)
     scores = metrics.evaluate(result.object, test_scan.object, region=region)
     keys = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50")
     return {"model": model_type, "gridsize": gridsize, "n_train": train_scan.n_patterns,

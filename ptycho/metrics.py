@@ -89,6 +89,50 @@ def scanned_region(
     return bounds[0], bounds[1]
 
 
+def covered_region(
+    positions: np.ndarray,
+    patch_size: int,
+    shape: tuple[int, int],
+    margin_fraction: float = 0.25,
+) -> tuple[slice, slice]:
+    """The `scanned_region` box, trimmed until the central patch parts cover every pixel in it.
+
+    A box scores pixels that no patch reached where the scan is not rectangular (a raster whose last
+    row is partial, a round scan): those pixels hold a reconstruction's fill value and would dominate
+    its errors. Edges are trimmed greedily, each time the edge row or column with the largest
+    uncovered fraction. Same arguments as `scanned_region`; raises ValueError if nothing is left.
+    """
+    rows, cols = scanned_region(positions, patch_size, shape, margin_fraction)
+    positions = np.asarray(positions, dtype=np.float64)
+    half = patch_size * (0.5 - margin_fraction)
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    # the central part of (x, y) covers rows ceil(y - half) ... floor(y + half) - 1 (as scanned_region)
+    r0 = np.clip(np.ceil(positions[:, 1] - half) - rows.start, 0, height).astype(np.int64)
+    r1 = np.clip(np.floor(positions[:, 1] + half) - rows.start, 0, height).astype(np.int64)
+    c0 = np.clip(np.ceil(positions[:, 0] - half) - cols.start, 0, width).astype(np.int64)
+    c1 = np.clip(np.floor(positions[:, 0] + half) - cols.start, 0, width).astype(np.int64)
+    corners = np.zeros((height + 1, width + 1), np.int64)  # 2-D difference array of the covered boxes
+    for r, c, sign in ((r0, c0, 1), (r0, c1, -1), (r1, c0, -1), (r1, c1, 1)):
+        np.add.at(corners, (r, c), sign)
+    uncovered = np.cumsum(np.cumsum(corners, axis=0), axis=1)[:height, :width] <= 0
+    top, bottom, left, right = 0, height, 0, width
+    while bottom > top and right > left:
+        box = uncovered[top:bottom, left:right]
+        if not box.any():
+            return slice(rows.start + top, rows.start + bottom), slice(cols.start + left, cols.start + right)
+        edges = [box[0].mean(), box[-1].mean(), box[:, 0].mean(), box[:, -1].mean()]
+        worst = int(np.argmax(edges))
+        if worst == 0:
+            top += 1
+        elif worst == 1:
+            bottom -= 1
+        elif worst == 2:
+            left += 1
+        else:
+            right -= 1
+    raise ValueError(f"covered_region: no pixel of the {shape} object is covered by the central patch parts")
+
+
 # ---------------------------------------------------------------------------------------------- alignment
 def align(
     recon: np.ndarray,

@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from ptycho import metrics
+from ptycho.stitching import stitch_patches
 
 SCORE_KEYS = [f"{c}_{m}" for c in ("amp", "phase") for m in ("ssim", "psnr", "psnr255", "mae", "frc50", "frc17")]
 CROP = (slice(32, 160), slice(32, 160))  # a 128 x 128 window of the 192 x 192 field, away from its edges
@@ -185,6 +186,24 @@ def test_scanned_region_bounds() -> None:
         metrics.scanned_region(np.zeros((3, 3)), 32, (100, 120))
     with pytest.raises(ValueError, match="margin_fraction"):
         metrics.scanned_region(positions, 32, (100, 120), margin_fraction=0.5)
+
+
+def test_covered_region_drops_what_no_central_patch_part_reaches() -> None:
+    xs, ys = np.meshgrid(np.arange(10) * 3.0 + 20, np.arange(10) * 3.0 + 20)
+    raster = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    # a full raster is covered everywhere: the box itself
+    assert metrics.covered_region(raster, 32, (100, 100)) == metrics.scanned_region(raster, 32, (100, 100))
+    # a partial last row (4 of 10 positions at y = 47): the box keeps its rows 52..54, which only
+    # the left part of the scan reaches; covered_region stops above them (y = 44 + 8)
+    partial = raster[:94]
+    assert metrics.scanned_region(partial, 32, (100, 100)) == (slice(12, 55), slice(12, 55))
+    rows, cols = metrics.covered_region(partial, 32, (100, 100))
+    assert (rows, cols) == (slice(12, 52), slice(12, 55))
+    stitched = stitch_patches(np.ones((94, 32, 32), np.complex64), partial, shape=(100, 100))
+    assert stitched.covered[rows, cols].all() and not stitched.covered[12:55, 12:55].all()
+    # two distant patches: only one central part survives
+    assert metrics.covered_region(np.array([[40.0, 30.0], [80.0, 50.0]]), 32, (100, 120)) == (slice(42, 58),
+                                                                                                slice(72, 88))
 
 
 def test_region_restricts_the_score(truth: np.ndarray) -> None:

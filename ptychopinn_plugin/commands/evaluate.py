@@ -34,7 +34,7 @@ def evaluate_files(reconstruction: Path, truth_path: str, output: Path, *, phase
         raise ValueError(f"{truth_path}: 'objectGuess': no ground-truth object to compare with")
     if obj.shape != truth.object.shape:
         raise ValueError(f"{reconstruction}: 'object': expected the truth's grid {truth.object.shape}, got {obj.shape}")
-    region = metrics.scanned_region(truth.positions, truth.N, truth.object.shape)
+    region = metrics.covered_region(truth.positions, truth.N, truth.object.shape)
     scores = metrics.evaluate(obj, truth.object, region=region, remove_phase_plane=phase_plane)
     aligned, truth_crop, _ = metrics.align(obj[region], truth.object[region], remove_phase_plane=phase_plane)
     metrics.comparison_figure(aligned, truth_crop, output.with_suffix(".png"), scores)

@@ -2,9 +2,9 @@
 records, registered crops for figures and the atomic results.json.
 
 Held-out evaluation: a scan is split at the median row of its positions; models train on the top half
-(y < median) and reconstruct the bottom half. Scores are taken in the bottom half's scanned region
-(`ptycho.metrics.scanned_region`) minus every row a training patch touches, so no scored pixel was
-ever illuminated in the training data.
+(y < median) and reconstruct the bottom half. Scores are taken in the bottom half's covered region
+(`ptycho.metrics.covered_region`: the box that the patches' central parts cover completely) minus
+every row a training patch touches, so no scored pixel was ever illuminated in the training data.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def split_top_bottom(scan: ScanData, n_train: int | None = None) -> HeldOutSplit
             raise ValueError(f"{scan.source}: {n_train} training patterns requested, the top half has {len(top)}")
         top = top[len(top) - n_train:]
     train, test = scan.subset(np.sort(top)), scan.subset(np.sort(bottom))
-    rows, cols = metrics.scanned_region(test.positions, scan.N, scan.object.shape)
+    rows, cols = metrics.covered_region(test.positions, scan.N, scan.object.shape)
     first_unseen = math.ceil(scan.y[order[:half]].max() + scan.N / 2)  # below every training patch
     rows = slice(max(rows.start, first_unseen), rows.stop)
     if rows.stop - rows.start < MIN_REGION_ROWS:

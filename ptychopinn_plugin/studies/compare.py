@@ -133,7 +133,7 @@ def compare_measured(scan: ScanData, name: str, config: CompareStudyConfig, figu
     if config.real_patterns is not None:
         scan = central_patterns(scan, config.real_patterns)
     dose = float(scan.counts_per_pattern.mean())
-    region = metrics.scanned_region(scan.positions, scan.N, scan.object.shape)
+    region = metrics.covered_region(scan.positions, scan.N, scan.object.shape)
     pinn = train_and_reconstruct(scan, scan, config.budget.training_config(scan.N, "pinn", config.loss))
     twin = simulate(simulated_twin(scan, config.scan_seed, config.object_kind))
     supervised = train_and_reconstruct(twin, scan, config.budget.training_config(scan.N, "supervised"))
