@@ -245,7 +245,7 @@ def test_training_is_seeded_and_repeatable(lines_scan):
 
 def test_supervised_baseline_learns_from_ground_truth(lines_scan):
     config = TrainingConfig(model=ModelConfig(N=32, gridsize=1, n_filters_scale=1, model_type="supervised"),
-                            nepochs=4, batch_size=16)
+                            nepochs=8, batch_size=16)
     model = train(lines_scan, config)
     assert model.history["loss"][-1] < 0.7 * model.history["loss"][0]
     region = metrics.scanned_region(lines_scan.positions, lines_scan.N, lines_scan.object.shape)

@@ -23,7 +23,7 @@ from ptychopinn_plugin.studies import (
     residual,
 )
 
-TINY = ["--N", "32", "--n-images", "500", "--step", "3", "--epochs", "1", "--batch-size", "32", "--gridsize", "1"]
+TINY = ["--N", "32", "--n-images", "576", "--step", "3", "--epochs", "1", "--batch-size", "32", "--gridsize", "1"]
 """The smallest scan whose held-out half leaves common.MIN_REGION_ROWS rows, and one epoch."""
 
 
@@ -37,7 +37,7 @@ def _png_shape(path) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def small_scan():
-    return simulate(SimulationConfig(N=32, n_images=500, step=3.0, nphotons=1e6, seed=4))
+    return simulate(SimulationConfig(N=32, n_images=576, step=3.0, nphotons=1e6, seed=4))  # a full 24 x 24 raster
 
 
 # ------------------------------------------------------------------------------------ end to end
@@ -49,7 +49,7 @@ def test_dose_study_writes_runs_contrast_and_figure(tmp_path, capsys):
     runs = results["runs"]
     assert sorted((r["dose"], r["loss"]) for r in runs) == [(1e4, "mae"), (1e4, "nll"), (1e9, "mae"), (1e9, "nll")]
     for run in runs:
-        assert run["method"] == "pinn" and run["n_train"] == 250 and run["n_test"] == 250 and run["epochs_run"] == 1
+        assert run["method"] == "pinn" and run["n_train"] == 288 and run["n_test"] == 288 and run["epochs_run"] == 1
         assert all(_finite_number(run[k]) for k in (*common.METRIC_KEYS, "train_seconds", "reconstruct_seconds"))
         assert run["train_seconds"] > 0 and run["reconstruct_seconds"] > 0
         assert -1 <= run["amp_ssim"] <= 1 and -1 <= run["phase_ssim"] <= 1
@@ -82,7 +82,7 @@ def test_compare_study_simulated_and_measured_without_ptychi(tmp_path, small_sca
     assert [(r["scan"], r["method"]) for r in runs] == [
         ("simulated", "pinn"), ("simulated", "supervised"), ("measured", "pinn"), ("measured", "supervised")]
     for run in runs[:2]:
-        assert run["n_train"] == 250 and run["dose"] == 1e6
+        assert run["n_train"] == 288 and run["dose"] == 1e6
         assert all(_finite_number(run[k]) for k in (*common.METRIC_KEYS, "train_seconds", "reconstruct_seconds"))
     assert runs[0]["loss"] == "nll" and runs[1]["loss"] is None
     for run in runs[2:]:
@@ -111,7 +111,7 @@ def test_study_rejects_bad_options(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ building blocks
 def test_held_out_split_never_scores_pixels_the_training_data_saw(small_scan):
     split = common.split_top_bottom(small_scan)
-    assert split.train.n_patterns == 250 and split.test.n_patterns == 250
+    assert split.train.n_patterns == 288 and split.test.n_patterns == 288
     assert split.train.y.max() <= split.test.y.min()
     rows = split.region[0]
     assert rows.start >= split.train.y.max() + small_scan.N / 2  # below every training patch
@@ -124,8 +124,8 @@ def test_held_out_split_never_scores_pixels_the_training_data_saw(small_scan):
         common.split_top_bottom(small_scan, n_train=300)
 
 
-def test_aligned_crops_register_shifted_copies_onto_the_reference(small_scan):
-    truth = small_scan.object
+def test_aligned_crops_register_shifted_copies_onto_the_reference():
+    truth = simulate(SimulationConfig(N=32, n_images=500, step=3.0, nphotons=1e6, seed=4)).object
     region = (slice(20, 100), slice(20, 100))
     shifted = np.roll(truth, (2, -3), axis=(0, 1)) * np.exp(0.4j)
     aligned, reference = common.aligned_crops({"same": truth, "shifted": shifted}, truth, region)
