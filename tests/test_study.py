@@ -22,6 +22,7 @@ from ptychopinn_plugin.studies import (
     report,
     residual,
 )
+from ptychopinn_plugin.studies.config import TrainingBudget
 
 TINY = ["--N", "32", "--n-images", "576", "--step", "3", "--epochs", "1", "--batch-size", "32", "--gridsize", "1"]
 """The smallest scan whose held-out half leaves common.MIN_REGION_ROWS rows, and one epoch."""
@@ -43,13 +44,17 @@ def small_scan():
 # ------------------------------------------------------------------------------------ end to end
 def test_dose_study_writes_runs_contrast_and_figure(tmp_path, capsys):
     out = tmp_path / "dose"
-    assert main(["study", "dose", "-o", str(out), *TINY, "--doses", "1e9,1e4", "--show", "amplitude"]) == 0
+    assert main(["study", "dose", "-o", str(out), *TINY, "--epoch-scores", "--doses", "1e9,1e4",
+                 "--show", "amplitude"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["study"] == "dose" and results["settings"]["show"] == "amplitude"
+    assert results["settings"]["epoch_scores"] is True
     runs = results["runs"]
     assert sorted((r["dose"], r["loss"]) for r in runs) == [(1e4, "mae"), (1e4, "nll"), (1e9, "mae"), (1e9, "nll")]
     for run in runs:
         assert run["method"] == "pinn" and run["n_train"] == 288 and run["n_test"] == 288 and run["epochs_run"] == 1
+        # the epoch's checkpoint, scored on the held-out half, is the final model (more epochs: below)
+        assert run["epoch_scores"] == [{"epoch": 1, **{k: run[k] for k in common.METRIC_KEYS}}]
         assert all(_finite_number(run[k]) for k in (*common.METRIC_KEYS, "train_seconds", "reconstruct_seconds"))
         assert run["train_seconds"] > 0 and run["reconstruct_seconds"] > 0
         assert -1 <= run["amp_ssim"] <= 1 and -1 <= run["phase_ssim"] <= 1
@@ -60,12 +65,32 @@ def test_dose_study_writes_runs_contrast_and_figure(tmp_path, capsys):
         for key in common.METRIC_KEYS:
             expected = by_key[(row["dose"], "nll")][key] - by_key[(row["dose"], "mae")][key]
             assert row[key] == pytest.approx(expected, abs=1e-4)
-    assert results["files"] == {"results": "results.json", "dose_comparison": "dose_comparison.png"}
+    assert results["files"] == {"results": "results.json", "dose_comparison": "dose_comparison.png",
+                                "convergence": "convergence.png"}
     assert not (out / "frc_vs_dose.png").exists()  # only for more than two doses
     height, width, _ = _png_shape(out / "dose_comparison.png")
     assert width > height > 300  # two rows (doses) of three panels
+    height, width, _ = _png_shape(out / "convergence.png")
+    assert width > height > 300  # 2 x 2 panels
     printed = capsys.readouterr().out
     assert "dose 1e+04: NLL - MAE" in printed and "wrote" in printed
+
+
+def test_epoch_scores_score_each_epochs_checkpoint(small_scan):
+    """train_and_reconstruct(score_epochs=...) reloads every epoch's weights; the last is the final model."""
+    split = common.split_top_bottom(small_scan)
+    config = TrainingBudget(gridsize=1, epochs=2, batch_size=16).training_config(32)
+    seen = []
+
+    def fingerprint(obj):
+        seen.append(obj.copy())
+        return {"mean_amplitude": float(np.abs(obj).mean())}
+
+    trained = common.train_and_reconstruct(split.train, split.test, config, score_epochs=fingerprint)
+    assert [e["epoch"] for e in trained.epoch_scores] == [1, 2] and trained.epochs_run == 2
+    np.testing.assert_array_equal(seen[-1], trained.object)  # epoch 2's checkpoint is the final model
+    assert not np.array_equal(seen[0], seen[1])  # epoch 1's checkpoint is another model
+    assert trained.epoch_scores[1]["mean_amplitude"] == pytest.approx(float(np.abs(trained.object).mean()))
 
 
 def test_compare_study_simulated_and_measured_without_ptychi(tmp_path, small_scan, monkeypatch, capsys):

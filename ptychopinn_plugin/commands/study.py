@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="photons per pattern, comma-separated")
     dose.add_argument("--show", choices=SHOW, default=dose_defaults.show,
                       help="what dose_comparison.png shows of each reconstruction")
+    dose.add_argument("--epoch-scores", action="store_true",
+                      help="score every model after each epoch (results.json epoch_scores, convergence.png); "
+                           "one extra reconstruction per epoch")
     dose.set_defaults(func=run_dose)
 
     compare = studies.add_parser("compare", help="PINN vs supervised vs LSQML", description=DESCRIPTIONS["compare"],
@@ -130,7 +133,8 @@ def run_dose(args: argparse.Namespace) -> int:
     from ptychopinn_plugin.studies.dose import run_dose_study
 
     config = DoseStudyConfig(doses=args.doses, N=args.N, n_images=args.n_images, step=args.step,
-                             object_kind=args.object, scan_seed=args.scan_seed, show=args.show, budget=_budget(args))
+                             object_kind=args.object, scan_seed=args.scan_seed, show=args.show, budget=_budget(args),
+                             epoch_scores=args.epoch_scores)
     payload = run_dose_study(config, args.output, on_run=_print_run)
     for row in payload["contrast"]:
         print(f"dose {row['dose']:.0e}: NLL - MAE: amp SSIM {row['amp_ssim']:+.3f}, "

@@ -10,9 +10,12 @@ every row a training patch touches, so no scored pixel was ever illuminated in t
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from ptycho.scan import ScanData
 
 METRIC_KEYS = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50")
 """The scores every run with ground truth carries (SSIM, PSNR in dB, FRC50 as a fraction of Nyquist)."""
+
+logger = logging.getLogger("ptychopinn")
 
 MIN_REGION_ROWS = 24
 """Fewest rows a held-out region may have (registration crops a few pixels, SSIM needs 7, FRC some rings)."""
@@ -69,7 +74,8 @@ def split_top_bottom(scan: ScanData, n_train: int | None = None) -> HeldOutSplit
 class TrainedRun:
     """A trained model's reconstruction of a scan: object complex64 (H, W) on the scan's object grid,
     weights float64 (H, W) coverage, probe complex64 (N, N) and intensity scale of the model (the
-    predicted amplitude is intensity_scale * |F(probe * patch)|), and wall times in seconds."""
+    predicted amplitude is intensity_scale * |F(probe * patch)|), wall times in seconds, and, when
+    asked for, the scores of the model after each epoch (see `train_and_reconstruct`)."""
 
     object: np.ndarray
     weights: np.ndarray
@@ -78,38 +84,76 @@ class TrainedRun:
     train_seconds: float
     reconstruct_seconds: float
     epochs_run: int
+    epoch_scores: list[dict[str, float]] = field(default_factory=list)
 
 
-def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig) -> TrainedRun:
+def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig, *,
+                          score_epochs: Callable[[np.ndarray], dict[str, float]] | None = None) -> TrainedRun:
     """Train on one scan, reconstruct another on its object grid.
 
     reconstruct_seconds is the whole inference call (grouping, network, stitching), including the
     XLA compilation of the network's prediction function that `ptycho.inference.reconstruct` does
     on every call (a few seconds on a CPU).
+
+    score_epochs(object) -> scores: when given, the weights are saved after every epoch (Keras
+    ModelCheckpoint, into a temporary folder; milliseconds inside the timed training) and, after
+    training, each epoch's model reconstructs the test scan and is scored: TrainedRun.epoch_scores =
+    [{'epoch': 1, **scores}, ...]. An epoch whose reconstruction cannot be scored (an early model too
+    poor to register to the truth: score_epochs raises ValueError) gets None scores. It costs one
+    reconstruction per epoch.
     """
+    import keras
+
     from ptycho.inference import reconstruct
     from ptycho.training import train
 
-    model = train(train_scan, config)
-    result = reconstruct(model, test_scan, grid=(test_scan.object.shape, (0.0, 0.0)))
-    return TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
-                      intensity_scale=model.intensity_scale, train_seconds=float(model.summary["train_seconds"]),
-                      reconstruct_seconds=float(result.timings["total_seconds"]),
-                      epochs_run=int(model.summary["epochs_run"]))
+    grid = (test_scan.object.shape, (0.0, 0.0))
+    with tempfile.TemporaryDirectory(prefix="ptychopinn-epochs-") as folder:
+        checkpoint = str(Path(folder, "epoch{epoch}.weights.h5"))  # Keras fills in the 1-based epoch
+        saver = keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)
+        model = train(train_scan, config, extra_callbacks=[] if score_epochs is None else [saver])
+        result = reconstruct(model, test_scan, grid=grid)
+        trained = TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
+                             intensity_scale=model.intensity_scale, train_seconds=float(model.summary["train_seconds"]),
+                             reconstruct_seconds=float(result.timings["total_seconds"]),
+                             epochs_run=int(model.summary["epochs_run"]))
+        for epoch in range(1, trained.epochs_run + 1) if score_epochs is not None else ():
+            model.keras_model.load_weights(checkpoint.format(epoch=epoch))
+            scores = _scores_or_none(score_epochs, reconstruct(model, test_scan, grid=grid))
+            trained.epoch_scores.append({"epoch": epoch, **scores})
+    return trained
 
 
-def train_and_score(split: HeldOutSplit, config: TrainingConfig, **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
+def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], result: Any) -> dict[str, float | None]:
+    """scorer(result.object), or None for every score where it raises ValueError (logged)."""
+    try:
+        return scorer(result.object)
+    except ValueError as error:  # e.g. metrics.align: no overlap left after registration
+        logger.info("epoch not scored: %s", error)
+        return dict.fromkeys(METRIC_KEYS)
+
+
+def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores: bool = False,
+                    **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
     """Train on split.train, reconstruct split.test, score in split.region against the truth.
 
+    epoch_scores: also score the model after every epoch (the record's `epoch_scores`, a list of
+    {'epoch': e, **METRIC_KEYS}; the last entry equals the record's own scores).
     Returns (the run's `runs` entry, with `extra` keys added; the TrainedRun).
     """
-    trained = train_and_reconstruct(split.train, split.test, config)
+    def held_out_scores(obj: np.ndarray) -> dict[str, float]:
+        return score(obj, split.test.object, split.region)
+
+    trained = train_and_reconstruct(split.train, split.test, config,
+                                    score_epochs=held_out_scores if epoch_scores else None)
     method = config.model.model_type
     loss = None if method != "pinn" else ("nll" if config.nll_weight > 0 else "mae")
     record = run_record(method, loss=loss, dose=split.test.metadata.nphotons, n_train=split.train.n_patterns,
                         train_seconds=trained.train_seconds, reconstruct_seconds=trained.reconstruct_seconds,
                         **extra, n_test=split.test.n_patterns, epochs_run=trained.epochs_run,
-                        **score(trained.object, split.test.object, split.region))
+                        **held_out_scores(trained.object))
+    if epoch_scores:
+        record["epoch_scores"] = trained.epoch_scores
     return record, trained
 
 

@@ -60,6 +60,8 @@ class DoseStudyConfig:
     doses: photons per pattern (mean total counts), at least two; the figure contrasts the highest
     and the lowest. N, n_images, step (object pixels), object_kind, scan_seed: the simulated scan.
     budget: the training budget of every model. show: 'phase' or 'amplitude' in dose_comparison.png.
+    epoch_scores: also score every model after each epoch on the held-out half (results.json
+    `epoch_scores` per run, and convergence.png); costs one reconstruction per epoch and model.
     """
 
     doses: tuple[float, ...] = (1e9, 1e4)
@@ -70,6 +72,7 @@ class DoseStudyConfig:
     scan_seed: int = 0
     show: str = "phase"
     budget: TrainingBudget = field(default_factory=TrainingBudget)
+    epoch_scores: bool = False
 
     def validate(self) -> DoseStudyConfig:
         if len(self.doses) < 2 or len(set(self.doses)) != len(self.doses):

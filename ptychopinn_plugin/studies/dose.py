@@ -7,7 +7,9 @@ of the scan and reconstructs the held-out bottom half, scored against the ground
 Poisson counts is far from their mean) NLL wins on SSIM and FRC50; at high dose the two agree.
 
 Outputs in the study folder: results.json (`runs`: one entry per model; `contrast`: NLL minus MAE
-per dose), dose_comparison.png, and frc_vs_dose.png when more than two doses are studied.
+per dose), dose_comparison.png, frc_vs_dose.png when more than two doses are studied, and
+convergence.png when every epoch is scored (`DoseStudyConfig.epoch_scores`): a comparison made before
+the models converge measures how fast each loss trains, not what it can resolve.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def run_dose_study(config: DoseStudyConfig, output: Path,
         truth, region = split.test.object, split.region  # the same at every dose (same seed)
         reconstructions = {}
         for loss in LOSSES:
-            record, trained = train_and_score(split, config.budget.training_config(config.N, "pinn", loss))
+            record, trained = train_and_score(split, config.budget.training_config(config.N, "pinn", loss),
+                                              epoch_scores=config.epoch_scores)
             runs.append(record)
             reconstructions[loss] = trained.object
             if on_run is not None:
@@ -69,6 +72,9 @@ def run_dose_study(config: DoseStudyConfig, output: Path,
     if len(doses) > 2:
         paths["frc_vs_dose"] = "frc_vs_dose.png"
         figures.frc_vs_dose(output / paths["frc_vs_dose"], runs)
+    if config.epoch_scores:
+        paths["convergence"] = "convergence.png"
+        figures.convergence(output / paths["convergence"], runs)
     payload = {
         "study": "dose",
         "settings": settings_dict(config),

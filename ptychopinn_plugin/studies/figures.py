@@ -69,6 +69,29 @@ def frc_vs_dose(path: str | os.PathLike[str], runs: Sequence[Mapping[str, Any]])
     return save_figure(fig, path)
 
 
+def convergence(path: str | os.PathLike[str], runs: Sequence[Mapping[str, Any]]) -> Path:
+    """The held-out scores after each epoch (runs' `epoch_scores`): amplitude / phase SSIM and FRC50
+    against epoch, one line per dose and loss (colour: loss; line style: dose)."""
+    fig = new_figure(10, 7.5)
+    axes = fig.subplots(2, 2).ravel()
+    panels = (("amp_ssim", "amplitude SSIM"), ("phase_ssim", "phase SSIM"),
+              ("amp_frc50", "amplitude FRC50 (of Nyquist)"), ("phase_frc50", "phase FRC50 (of Nyquist)"))
+    doses = sorted({r["dose"] for r in runs}, reverse=True)
+    styles = ("-", "--", ":", "-.")
+    for ax, (key, label) in zip(axes, panels):
+        for run in runs:
+            points = [p for p in run.get("epoch_scores") or [] if p[key] is not None]  # None: not scored
+            style = styles[doses.index(run["dose"]) % len(styles)]
+            ax.plot([p["epoch"] for p in points], [p[key] for p in points], marker="o", markersize=3,
+                    color="C0" if run["loss"] == "nll" else "C1", linestyle=style,
+                    label=f"{run['loss'].upper()}, {run['dose']:.0e} ph")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def method_comparison(path: str | os.PathLike[str], columns: Sequence[tuple[str, np.ndarray]],
                       title: str = "") -> Path:
     """Amplitude (top row) and phase (bottom row) of each (title, complex (h, w)) side by side.
