@@ -239,6 +239,20 @@ def test_markdown_table_and_figures(tmp_path):
         figures.channel(np.ones((2, 2)), "both")
 
 
+def test_convergence_figure_skips_unscored_epochs(tmp_path):
+    def run(loss, dose, scores):
+        return {"loss": loss, "dose": dose, "epoch_scores": [
+            {"epoch": e, **dict.fromkeys(common.METRIC_KEYS, v)} for e, v in enumerate(scores, 1)]}
+
+    scored = [run("nll", 1e4, [0.2, 0.5, 0.7]), run("mae", 1e4, [0.3, 0.6, 0.65]), run("nll", 1e9, [0.4, 0.8, 0.9])]
+    with_gap = [run("nll", 1e4, [None, 0.5, 0.7]), *scored[1:]]
+    without_gap = [{**with_gap[0], "epoch_scores": with_gap[0]["epoch_scores"][1:]}, *scored[1:]]
+    full = mpl_image.imread(figures.convergence(tmp_path / "full.png", scored))
+    gap = mpl_image.imread(figures.convergence(tmp_path / "gap.png", with_gap))
+    np.testing.assert_array_equal(gap, mpl_image.imread(figures.convergence(tmp_path / "skip.png", without_gap)))
+    assert full.shape == gap.shape and full.shape[1] > full.shape[0] > 300 and not np.array_equal(full, gap)
+
+
 def test_study_modules_never_import_pytorch_and_light_ones_no_tensorflow():
     """pty-chi runs in a child process because PyTorch's Triton crashes a process that loaded TensorFlow."""
     code = ("import sys, ptychopinn_plugin.commands.study, ptychopinn_plugin.studies.lsqml, "
