@@ -26,10 +26,10 @@ from ptycho.atomic import atomic_output
 from ptycho.config.config import TrainingConfig
 from ptycho.scan import ScanData
 
+logger = logging.getLogger("ptychopinn")
+
 METRIC_KEYS = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50")
 """The scores every run with ground truth carries (SSIM, PSNR in dB, FRC50 as a fraction of Nyquist)."""
-
-logger = logging.getLogger("ptychopinn")
 
 MIN_REGION_ROWS = 24
 """Fewest rows a held-out region may have (registration crops a few pixels, SSIM needs 7, FRC some rings)."""
@@ -102,32 +102,40 @@ def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: Tra
     poor to register to the truth: score_epochs raises ValueError) gets None scores. It costs one
     reconstruction per epoch.
     """
-    import keras
-
     from ptycho.inference import reconstruct
     from ptycho.training import train
 
     grid = (test_scan.object.shape, (0.0, 0.0))
+    if score_epochs is None:
+        model = train(train_scan, config)
+        return _trained_run(model, reconstruct(model, test_scan, grid=grid))
+
+    import keras
+
     with tempfile.TemporaryDirectory(prefix="ptychopinn-epochs-") as folder:
         checkpoint = str(Path(folder, "epoch{epoch}.weights.h5"))  # Keras fills in the 1-based epoch
-        saver = keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)
-        model = train(train_scan, config, extra_callbacks=[] if score_epochs is None else [saver])
-        result = reconstruct(model, test_scan, grid=grid)
-        trained = TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
-                             intensity_scale=model.intensity_scale, train_seconds=float(model.summary["train_seconds"]),
-                             reconstruct_seconds=float(result.timings["total_seconds"]),
-                             epochs_run=int(model.summary["epochs_run"]))
-        for epoch in range(1, trained.epochs_run + 1) if score_epochs is not None else ():
+        model = train(train_scan, config,
+                      extra_callbacks=[keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)])
+        trained = _trained_run(model, reconstruct(model, test_scan, grid=grid))
+        for epoch in range(1, trained.epochs_run + 1):
             model.keras_model.load_weights(checkpoint.format(epoch=epoch))
-            scores = _scores_or_none(score_epochs, reconstruct(model, test_scan, grid=grid))
+            scores = _scores_or_none(score_epochs, reconstruct(model, test_scan, grid=grid).object)
             trained.epoch_scores.append({"epoch": epoch, **scores})
     return trained
 
 
-def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], result: Any) -> dict[str, float | None]:
-    """scorer(result.object), or None for every score where it raises ValueError (logged)."""
+def _trained_run(model: Any, result: Any) -> TrainedRun:
+    """The TrainedRun of a trained model (ptycho.training.TrainedModel) and its reconstruction."""
+    return TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
+                      intensity_scale=model.intensity_scale, train_seconds=float(model.summary["train_seconds"]),
+                      reconstruct_seconds=float(result.timings["total_seconds"]),
+                      epochs_run=int(model.summary["epochs_run"]))
+
+
+def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.ndarray) -> dict[str, float | None]:
+    """scorer(obj), or None for every score where it raises ValueError (logged)."""
     try:
-        return scorer(result.object)
+        return scorer(obj)
     except ValueError as error:  # e.g. metrics.align: no overlap left after registration
         logger.info("epoch not scored: %s", error)
         return dict.fromkeys(METRIC_KEYS)
