@@ -32,6 +32,22 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def has_accelerator() -> bool:
+    """Whether the backend computes on a GPU (or another accelerator) rather than the CPU."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def configure_threads(n_threads: int | None = None) -> None:
     """Use all cores for intra-op parallelism (TensorFlow defaults are fine elsewhere)."""
     if name() != "tensorflow":

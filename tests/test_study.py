@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import worker_jobs
 from matplotlib import image as mpl_image
 
 from ptycho.npz_io import save_scan_npz
@@ -21,6 +24,7 @@ from ptychopinn_plugin.studies import (
     real_scan,
     report,
     residual,
+    workers,
 )
 from ptychopinn_plugin.studies.config import TrainingBudget
 
@@ -49,6 +53,7 @@ def test_dose_study_writes_runs_contrast_and_figure(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["study"] == "dose" and results["settings"]["show"] == "amplitude"
     assert results["settings"]["epoch_scores"] is True
+    assert results["settings"]["workers"] == workers.default_workers() == (2 if os.cpu_count() >= 2 else 1)
     runs = results["runs"]
     assert sorted((r["dose"], r["loss"]) for r in runs) == [(1e4, "mae"), (1e4, "nll"), (1e9, "mae"), (1e9, "nll")]
     for run in runs:
@@ -126,6 +131,8 @@ def test_compare_study_simulated_and_measured_without_ptychi(tmp_path, small_sca
 def test_study_rejects_bad_options(tmp_path, capsys):
     assert main(["study", "dose", "-o", str(tmp_path / "d"), *TINY, "--doses", "1e4"]) == 2
     assert "at least two different doses" in capsys.readouterr().err
+    assert main(["study", "dose", "-o", str(tmp_path / "d"), *TINY, "--workers", "0"]) == 2
+    assert "workers: expected at least 1" in capsys.readouterr().err
     missing = str(tmp_path / "none.npz")
     assert main(["study", "compare", "-o", str(tmp_path / "c"), "--no-lsqml", "--data", missing]) == 2
     assert "no such file" in capsys.readouterr().err
@@ -134,6 +141,25 @@ def test_study_rejects_bad_options(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ building blocks
+def test_run_jobs_spreads_jobs_over_worker_processes_in_job_order(caplog):
+    caplog.set_level(logging.INFO, logger="ptychopinn")
+    finished = []
+    results = workers.run_jobs(worker_jobs.describe_worker, [(1,), (2,), (3,)], 2,
+                               on_result=lambda index, result: finished.append(index))
+    assert [doubled for _, _, doubled in results] == [2, 4, 6] and sorted(finished) == [0, 1, 2]
+    pids = {pid for pid, _, _ in results}
+    assert os.getpid() not in pids and len(pids) <= 2  # two worker processes, not this one
+    assert {threads for _, threads, _ in results} == {max(1, os.cpu_count() // 2)}  # a share of the cores each
+    worker_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[worker ")]
+    assert sorted(line.split("] ")[1] for line in worker_lines) == ["job 1 ran", "job 2 ran", "job 3 ran"]
+
+    assert workers.run_jobs(worker_jobs.describe_worker, [(5,)], 2)[0][0] == os.getpid()  # one job: here
+    with pytest.raises(ValueError, match=r"job [1-4] failed"):
+        workers.run_jobs(worker_jobs.fail, [(1,), (2,), (3,), (4,)], 2)
+    with pytest.raises(ValueError, match="workers: expected at least 1"):
+        workers.run_jobs(worker_jobs.describe_worker, [(1,)], 0)
+
+
 def test_held_out_split_never_scores_pixels_the_training_data_saw(small_scan):
     split = common.split_top_bottom(small_scan)
     assert split.train.n_patterns == 288 and split.test.n_patterns == 288

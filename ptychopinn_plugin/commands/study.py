@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dose.add_argument("--epoch-scores", action="store_true",
                       help="score every model after each epoch (results.json epoch_scores, convergence.png); "
                            "one extra reconstruction per epoch")
+    dose.add_argument("--workers", type=int, default=dose_defaults.workers,
+                      help="models trained at once, each in its own process with an equal share of the cores "
+                           "(1: one after the other; default: 2 on a CPU-only machine with 2 or more cores, else 1)")
     dose.set_defaults(func=run_dose)
 
     compare = studies.add_parser("compare", help="PINN vs supervised vs LSQML", description=DESCRIPTIONS["compare"],
@@ -134,7 +137,7 @@ def run_dose(args: argparse.Namespace) -> int:
 
     config = DoseStudyConfig(doses=args.doses, N=args.N, n_images=args.n_images, step=args.step,
                              object_kind=args.object, scan_seed=args.scan_seed, show=args.show, budget=_budget(args),
-                             epoch_scores=args.epoch_scores)
+                             epoch_scores=args.epoch_scores, workers=args.workers)
     payload = run_dose_study(config, args.output, on_run=_print_run)
     for row in payload["contrast"]:
         print(f"dose {row['dose']:.0e}: NLL - MAE: amp SSIM {row['amp_ssim']:+.3f}, "

@@ -53,6 +53,11 @@ class TrainingBudget:
         return config.validate()
 
 
+DOSE_STUDY_EPOCHS = 11
+"""The dose study's default epochs: by then both losses have converged at 1e4 photons (held-out scores
+after each epoch, docs/studies.md). Before that the study measures how fast each loss trains."""
+
+
 @dataclass
 class DoseStudyConfig:
     """Scale of the dose study.
@@ -62,6 +67,9 @@ class DoseStudyConfig:
     budget: the training budget of every model. show: 'phase' or 'amplitude' in dose_comparison.png.
     epoch_scores: also score every model after each epoch on the held-out half (results.json
     `epoch_scores` per run, and convergence.png); costs one reconstruction per epoch and model.
+    workers: models trained at once, each in its own process with cpu_count // workers TensorFlow
+    threads (`workers.run_jobs`); 1 trains them one after the other in this process; None: 2 on a
+    CPU-only machine with at least 2 cores, else 1 (`workers.default_workers`).
     """
 
     doses: tuple[float, ...] = (1e9, 1e4)
@@ -71,8 +79,9 @@ class DoseStudyConfig:
     object_kind: str = "lines"
     scan_seed: int = 0
     show: str = "phase"
-    budget: TrainingBudget = field(default_factory=TrainingBudget)
+    budget: TrainingBudget = field(default_factory=lambda: TrainingBudget(epochs=DOSE_STUDY_EPOCHS))
     epoch_scores: bool = False
+    workers: int | None = None
 
     def validate(self) -> DoseStudyConfig:
         if len(self.doses) < 2 or len(set(self.doses)) != len(self.doses):
@@ -81,6 +90,8 @@ class DoseStudyConfig:
             raise ValueError(f"doses: expected positive photons per pattern, got {list(self.doses)}")
         if self.show not in SHOW:
             raise ValueError(f"show: expected one of {SHOW}, got {self.show!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers: expected at least 1, got {self.workers}")
         return self
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from .common import (
     write_json,
 )
 from .config import LOSSES, DoseStudyConfig
+from .workers import default_workers, run_jobs
 
 
 def simulate_dose(config: DoseStudyConfig, dose: float) -> ScanData:
@@ -49,23 +52,21 @@ def run_dose_study(config: DoseStudyConfig, output: Path,
     on_run(record): called after each model with its `runs` entry (progress reporting).
     """
     config.validate()
+    if config.workers is None:
+        config = replace(config, workers=default_workers())
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     doses = sorted(config.doses, reverse=True)
-    runs: list[dict[str, Any]] = []
-    shown: dict[float, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-    for dose in doses:
-        split = split_top_bottom(simulate_dose(config, dose))
-        truth, region = split.test.object, split.region  # the same at every dose (same seed)
-        reconstructions = {}
-        for loss in LOSSES:
-            record, trained = train_and_score(split, config.budget.training_config(config.N, "pinn", loss),
-                                              epoch_scores=config.epoch_scores)
-            runs.append(record)
-            reconstructions[loss] = trained.object
-            if on_run is not None:
-                on_run(record)
-        shown[dose] = (split.test.amplitudes[split.test.n_patterns // 2], reconstructions)
+    keys = [(dose, loss) for dose in doses for loss in LOSSES]
+    splits = {dose: split_top_bottom(simulate_dose(config, dose)) for dose in doses}
+    jobs = [(splits[dose], config.budget.training_config(config.N, "pinn", loss)) for dose, loss in keys]
+    results = run_jobs(partial(train_and_score, epoch_scores=config.epoch_scores), jobs, config.workers,
+                       on_result=None if on_run is None else lambda _, result: on_run(result[0]))
+    runs = [record for record, _ in results]
+    objects = {key: trained.object for key, (_, trained) in zip(keys, results)}
+    shown = {dose: (split.test.amplitudes[split.test.n_patterns // 2], {loss: objects[(dose, loss)] for loss in LOSSES})
+             for dose, split in splits.items()}
+    truth, region = splits[doses[0]].test.object, splits[doses[0]].region  # the same at every dose (same seed)
 
     paths = {"results": "results.json", "dose_comparison": "dose_comparison.png"}
     _comparison_figure(output / paths["dose_comparison"], config, shown, truth, region, runs)
