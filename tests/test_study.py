@@ -105,12 +105,17 @@ def test_compare_study_simulated_and_measured_without_ptychi(tmp_path, small_sca
     measured.object = np.ones_like(measured.object)  # like a measured scan: an object grid, no truth
     save_scan_npz(measured, tmp_path / "measured.npz")
     out = tmp_path / "compare"
-    assert main(["study", "compare", "-o", str(out), *TINY, "--data", str(tmp_path / "measured.npz")]) == 0
+    assert main(["study", "compare", "-o", str(out), *TINY, "--data", str(tmp_path / "measured.npz"),
+                 "--train-sizes", "64,32"]) == 0
     assert "LSQML skipped" in capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
-    runs = results["runs"]
+    runs, efficiency = results["runs"][:4], results["runs"][4:]
     assert [(r["scan"], r["method"]) for r in runs] == [
         ("simulated", "pinn"), ("simulated", "supervised"), ("measured", "pinn"), ("measured", "supervised")]
+    assert [(r["part"], r["n_train"], r["method"]) for r in efficiency] == [
+        ("data_efficiency", 32, "pinn"), ("data_efficiency", 32, "supervised"),
+        ("data_efficiency", 64, "pinn"), ("data_efficiency", 64, "supervised")]
+    assert all(_finite_number(r[k]) for r in efficiency for k in common.METRIC_KEYS)
     for run in runs[:2]:
         assert run["n_train"] == 288 and run["dose"] == 1e6
         assert all(_finite_number(run[k]) for k in (*common.METRIC_KEYS, "train_seconds", "reconstruct_seconds"))
@@ -120,12 +125,14 @@ def test_compare_study_simulated_and_measured_without_ptychi(tmp_path, small_sca
         assert _finite_number(run["data_residual"]) and run["data_residual"] > 0
         assert 0 < run["n_residual_patterns"] <= 200
     assert runs[2]["trained_on"] == "measured" and runs[3]["trained_on"] == "simulated twin"
-    assert set(results["files"]) == {"results", "table", "comparison_simulated", "comparison_measured"}
-    for name in ("comparison_simulated.png", "comparison_measured.png"):
+    assert set(results["files"]) == {"results", "table", "comparison_simulated", "comparison_measured",
+                                     "data_efficiency"}
+    for name in ("comparison_simulated.png", "comparison_measured.png", "data_efficiency.png"):
         assert len(_png_shape(out / name)) == 3
     table = (out / "results.md").read_text()
     assert "## simulated: comparison" in table and "## measured: comparison" in table
-    assert table.count("| pinn | nll |") == 2 and "| data residual |" in table
+    assert "## simulated: data efficiency" in table
+    assert table.count("| pinn | nll |") == 4 and "| data residual |" in table  # 2 comparisons, 2 sizes
 
 
 def test_study_rejects_bad_options(tmp_path, capsys):
