@@ -2,35 +2,41 @@
 
 On a standard simulated scan (N=64, 'lines' object, 1e9 photons per pattern, from our simulator) and
 on the independent simulator's `../shared/data/lines-1e9.npz`: train on the top half of the scan
-(positions above the median row; at most --n-train patterns), reconstruct the bottom half, for each
+(at most --n-train patterns, those nearest the bottom half), reconstruct the bottom half, for each
 gridsize and model type with the same training budget (epochs, batch size), and score amplitude and
-phase (SSIM, PSNR, FRC50 as a fraction of Nyquist) in the bottom half's scanned region.
+phase (SSIM, PSNR, FRC50 as a fraction of Nyquist) in the bottom half's held-out region (the split of
+`ptychopinn study`: no scored pixel is touched by a training patch).
 
 Targets (see the project's issue): PINN gridsize 2 amplitude and phase SSIM >= 0.90; gridsize 2
-better than gridsize 1; PINN better than the supervised baseline at 512 training patterns.
+better than gridsize 1; PINN better than the supervised baseline at 512 training patterns. Results
+and the GPU runner (bench/device_quality.sh): docs/quality.md.
 
     python bench/quality.py [--datasets simulated,shared] [--epochs 60] [--n-train 512]
     KERAS_BACKEND=jax python bench/quality.py ...    # the same model on a GPU
+
+--set KEY=VALUE sets any other TrainingConfig or ModelConfig field (e.g. --set pad_object=false).
+--score-epochs 20,60 also scores each model at the end of those epochs (logged as training goes on;
+the run's `epoch_scores`); --figures DIR writes each run's held-out comparison figure. Each run is
+printed to stderr as one JSON line as soon as it ends; the whole report goes to stdout at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
-import time
+from dataclasses import MISSING, fields
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from ptycho import metrics
 from ptycho.config.config import ModelConfig, TrainingConfig
-from ptycho.inference import reconstruct
 from ptycho.npz_io import load_scan_npz
 from ptycho.scan import ScanData
 from ptycho.simulate import SimulationConfig, simulate
-from ptycho.training import train
+from ptychopinn_plugin.studies.common import METRIC_KEYS, HeldOutSplit, split_top_bottom, train_and_score
 
 SHARED = Path(os.environ.get("PTYCHOPINN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -43,29 +49,42 @@ def load_dataset(name: str, n_images: int) -> ScanData:
     raise SystemExit(f"unknown dataset {name!r}")
 
 
-def split_halves(scan: ScanData, n_train: int) -> tuple[ScanData, ScanData]:
-    """Top half (at most n_train patterns, nearest the top first) for training, bottom half for testing."""
-    order = np.argsort(scan.y, kind="stable")
-    half = len(order) // 2
-    top, bottom = order[:half], order[half:]
-    return scan.subset(np.sort(top[-n_train:])), scan.subset(np.sort(bottom))
+def held_out_split(scan: ScanData, n_train: int) -> HeldOutSplit:
+    """The study split with at most n_train training patterns (the shared scan's top half has 450)."""
+    return split_top_bottom(scan, min(n_train, scan.n_patterns // 2))
 
 
-def run_one(train_scan: ScanData, test_scan: ScanData, model_type: str, gridsize: int, args) -> dict:
-    config = TrainingConfig(model=ModelConfig(N=train_scan.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale,
-                                              model_type=model_type),
-                            nepochs=args.epochs, batch_size=args.batch_size, seed=0)
-    model = train(train_scan, config)
-    start = time.perf_counter()
-    result = reconstruct(model, test_scan, grid=(test_scan.object.shape, (0.0, 0.0)))
-    seconds = time.perf_counter() - start
-    region = metrics.covered_region(test_scan.positions, test_scan.N, test_scan.object.shape)
-    scores = metrics.evaluate(result.object, test_scan.object, region=region)
-    keys = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50")
-    return {"model": model_type, "gridsize": gridsize, "n_train": train_scan.n_patterns,
-            "n_test": test_scan.n_patterns, "epochs_run": model.summary["epochs_run"],
-            "train_seconds": round(model.summary["train_seconds"], 1), "reconstruct_seconds": round(seconds, 2),
-            **{k: round(scores[k], 4) for k in keys}}
+def config_option(text: str) -> tuple[str, Any]:
+    """'KEY=VALUE' for a field of TrainingConfig or ModelConfig -> (KEY, VALUE as the field's type)."""
+    key, _, value = text.partition("=")
+    for config_class in (TrainingConfig, ModelConfig):
+        default = {f.name: f.default for f in fields(config_class)}.get(key, MISSING)
+        if default is not MISSING and isinstance(default, (bool, int, float, str)):
+            if isinstance(default, bool):
+                return key, value.lower() in ("1", "true", "yes")
+            return key, type(default)(value)
+    raise argparse.ArgumentTypeError(f"{key!r} is no number, flag or text field of TrainingConfig or ModelConfig")
+
+
+def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, args: argparse.Namespace) -> dict:
+    options = dict(args.set)
+    model_options = {k: options.pop(k) for k in list(options) if k in {f.name for f in fields(ModelConfig)}}
+    config = TrainingConfig(model=ModelConfig(N=split.train.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale,
+                                              model_type=model_type, **model_options),
+                            nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
+    record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False)
+    if args.figures:
+        aligned, truth, _ = metrics.align(trained.object[split.region], split.test.object[split.region])
+        name = f"{dataset}_{model_type}_g{gridsize}.png"
+        metrics.comparison_figure(aligned, truth, Path(args.figures) / name,
+                                  {k: record[k] for k in METRIC_KEYS})
+    keys = ("n_train", "n_test", "epochs_run", "train_seconds", "reconstruct_seconds", *METRIC_KEYS)
+    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize,
+           **{k: round(record[k], 4) if isinstance(record[k], float) else record[k] for k in keys}}
+    if "epoch_scores" in record:
+        run["epoch_scores"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
+                               for e in record["epoch_scores"]]
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,19 +94,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gridsizes", default="1,2")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--set", type=config_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="any other TrainingConfig or ModelConfig field, e.g. groups_per_position=4 (repeatable)")
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-images", type=int, default=1100, help="simulated scan size")
     parser.add_argument("--n-filters-scale", type=int, default=2)
+    parser.add_argument("--score-epochs", type=lambda text: sorted({int(e) for e in text.split(",")}), default=None,
+                        help="comma-separated epochs at which every model is also scored")
+    parser.add_argument("--figures", help="folder for each run's held-out comparison figure")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("ptychopinn").setLevel(logging.INFO)  # per-epoch losses and scores, as they come
+    if args.figures:
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
     import keras
 
-    report = {"benchmark": "quality", "backend": keras.backend.backend(), "epochs": args.epochs,
-              "batch_size": args.batch_size, "n_filters_scale": args.n_filters_scale, "runs": []}
+    settings = {k: v for k, v in vars(args).items() if k not in ("datasets", "models", "gridsizes", "figures", "set")}
+    settings.update(args.set)
+    report = {"benchmark": "quality", "backend": keras.backend.backend(), **settings, "runs": []}
     for dataset in args.datasets.split(","):
-        train_scan, test_scan = split_halves(load_dataset(dataset, args.n_images), args.n_train)
+        split = held_out_split(load_dataset(dataset, args.n_images), args.n_train)
         for gridsize in (int(g) for g in args.gridsizes.split(",")):
             for model_type in args.models.split(","):
-                run = {"dataset": dataset, **run_one(train_scan, test_scan, model_type, gridsize, args)}
+                try:
+                    run = run_one(dataset, split, model_type, gridsize, args)
+                except ValueError as error:  # a model too poor to register to the truth
+                    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, "error": str(error)}
                 report["runs"].append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))

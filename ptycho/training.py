@@ -33,12 +33,17 @@ logger = logging.getLogger("ptychopinn")
 
 @dataclass
 class EpochReport:
-    """What a progress callback receives after each epoch (losses as logged by Keras)."""
+    """What a progress callback receives after each epoch (losses as logged by Keras).
+
+    model: the model being trained, with this epoch's weights: it can reconstruct (e.g. to preview or
+    score the reconstruction as training goes on); its `summary` is filled in only after training.
+    """
 
     epoch: int  # 1-based
     total_epochs: int
     losses: dict[str, float]
     seconds: float
+    model: TrainedModel | None = None
 
 
 @dataclass
@@ -98,13 +103,16 @@ class DiffractionLoss(keras.losses.Loss):
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """Forwards per-epoch losses to `on_epoch` and the `ptychopinn` logger; keeps the history."""
+    """Forwards per-epoch losses to `on_epoch` and the `ptychopinn` logger; keeps the history in
+    `trained.history` (the TrainedModel wrapping the Keras model being fitted)."""
 
-    def __init__(self, total_epochs: int, on_epoch: Callable[[EpochReport], None] | None = None) -> None:
+    def __init__(self, trained: TrainedModel, total_epochs: int,
+                 on_epoch: Callable[[EpochReport], None] | None = None) -> None:
         super().__init__()
+        self.trained = trained
+        self.history = trained.history
         self.total_epochs = total_epochs
         self.on_epoch = on_epoch
-        self.history: dict[str, list[float]] = {}
         self._start = time.perf_counter()
         self.first_step_seconds: float | None = None
 
@@ -119,7 +127,8 @@ class ProgressCallback(keras.callbacks.Callback):
         losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss") or k == "learning_rate"}
         for key, value in losses.items():
             self.history.setdefault(key, []).append(value)
-        report = EpochReport(epoch + 1, self.total_epochs, losses, time.perf_counter() - self._epoch_start)
+        report = EpochReport(epoch + 1, self.total_epochs, losses, time.perf_counter() - self._epoch_start,
+                             self.trained)
         text = " ".join(f"{k}={v:.5g}" for k, v in losses.items() if k.endswith("loss"))
         logger.info("epoch %d/%d: %s (%.1f s)", report.epoch, self.total_epochs, text, report.seconds)
         if self.on_epoch is not None:
@@ -193,7 +202,8 @@ def train(
     val_batches = (GroupedBatches(source, val_groups, batch_size, targets=targets)
                    if val_groups is not None else None)
     monitor = "val_loss" if val_batches is not None else "loss"
-    progress = ProgressCallback(config.nepochs, on_epoch)
+    trained = TrainedModel(model, spec)
+    progress = ProgressCallback(trained, config.nepochs, on_epoch)
     callbacks = [progress, keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=3, min_lr=1e-5)]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
@@ -205,7 +215,7 @@ def train(
     model.fit(train_batches, validation_data=val_batches, epochs=config.nepochs, verbose=0,
               callbacks=[*callbacks, *extra_callbacks])
     seconds = time.perf_counter() - start
-    summary = {
+    trained.summary = {
         "train_seconds": seconds,
         "first_step_seconds": progress.first_step_seconds,
         "epochs_run": len(progress.history.get("loss", [])),
@@ -216,7 +226,7 @@ def train(
         "training": {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
                      for k, v in vars(config).items() if k != "model"},
     }
-    return TrainedModel(model, spec, progress.history, summary)
+    return trained
 
 
 def _split(groups: Groups, fraction: float, seed: int) -> tuple[Groups, Groups | None]:

@@ -296,6 +296,7 @@ def test_realspace_loss_and_progress_reach_callback_and_logger(lines_scan, caplo
     with caplog.at_level("INFO", logger="ptychopinn"):
         model = train(lines_scan.subset(np.arange(96)), config, on_epoch=reports.append)
     assert [r.epoch for r in reports] == [1, 2] and all(r.total_epochs == 2 for r in reports)
+    assert all(r.model is model for r in reports)  # the model being trained, which can reconstruct mid-way
     assert {"loss", "diffraction_loss", "object_amplitude_loss", "object_phase_loss"} <= set(model.history)
     epoch_lines = [r.getMessage() for r in caplog.records if r.name == "ptychopinn" and r.getMessage().startswith("epoch ")]
     assert len(epoch_lines) == 2 and "epoch 2/2" in epoch_lines[-1] and "loss=" in epoch_lines[-1]

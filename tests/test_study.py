@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def test_dose_study_writes_runs_contrast_and_figure(tmp_path, capsys):
     assert sorted((r["dose"], r["loss"]) for r in runs) == [(1e4, "mae"), (1e4, "nll"), (1e9, "mae"), (1e9, "nll")]
     for run in runs:
         assert run["method"] == "pinn" and run["n_train"] == 288 and run["n_test"] == 288 and run["epochs_run"] == 1
-        # the epoch's checkpoint, scored on the held-out half, is the final model (more epochs: below)
+        # the last epoch's model, scored on the held-out half, is the final model (more epochs: below)
         assert run["epoch_scores"] == [{"epoch": 1, **{k: run[k] for k in common.METRIC_KEYS}}]
         assert all(_finite_number(run[k]) for k in (*common.METRIC_KEYS, "train_seconds", "reconstruct_seconds"))
         assert run["train_seconds"] > 0 and run["reconstruct_seconds"] > 0
@@ -81,21 +82,32 @@ def test_dose_study_writes_runs_contrast_and_figure(tmp_path, capsys):
     assert "dose 1e+04: NLL - MAE" in printed and "wrote" in printed
 
 
-def test_epoch_scores_score_each_epochs_checkpoint(small_scan):
-    """train_and_reconstruct(score_epochs=...) reloads every epoch's weights; the last is the final model."""
+def test_epoch_scores_score_the_model_as_it_trains(small_scan):
+    """train_and_reconstruct(score_epochs=...) scores each epoch's model; the last is the final model;
+    scored_epochs picks the epochs, and the scoring time is not training time."""
     split = common.split_top_bottom(small_scan)
-    config = TrainingBudget(gridsize=1, epochs=2, batch_size=16).training_config(32)
+    config = TrainingBudget(gridsize=1, epochs=3, batch_size=16).training_config(32)
     seen = []
 
     def fingerprint(obj):
         seen.append(obj.copy())
+        time.sleep(1.0)
         return {"mean_amplitude": float(np.abs(obj).mean())}
 
     trained = common.train_and_reconstruct(split.train, split.test, config, score_epochs=fingerprint)
-    assert [e["epoch"] for e in trained.epoch_scores] == [1, 2] and trained.epochs_run == 2
-    np.testing.assert_array_equal(seen[-1], trained.object)  # epoch 2's checkpoint is the final model
-    assert not np.array_equal(seen[0], seen[1])  # epoch 1's checkpoint is another model
-    assert trained.epoch_scores[1]["mean_amplitude"] == pytest.approx(float(np.abs(trained.object).mean()))
+    assert [e["epoch"] for e in trained.epoch_scores] == [1, 2, 3] and trained.epochs_run == 3
+    np.testing.assert_array_equal(seen[-1], trained.object)  # epoch 3's model is the final model
+    assert not np.array_equal(seen[0], seen[1])  # epoch 1's model is another model
+    assert trained.epoch_scores[2]["mean_amplitude"] == pytest.approx(float(np.abs(trained.object).mean()))
+
+    seen.clear()
+    start = time.perf_counter()
+    picked = common.train_and_reconstruct(split.train, split.test, config, score_epochs=fingerprint,
+                                          scored_epochs={2, 5})
+    wall = time.perf_counter() - start
+    assert [e["epoch"] for e in picked.epoch_scores] == [2] and len(seen) == 1
+    assert picked.train_seconds < wall - picked.reconstruct_seconds - 0.9  # the 1 s of scoring is left out
+
 
 
 def test_compare_study_simulated_and_measured_without_ptychi(tmp_path, small_scan, monkeypatch, capsys):

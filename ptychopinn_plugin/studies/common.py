@@ -13,8 +13,8 @@ import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,48 +88,43 @@ class TrainedRun:
 
 
 def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig, *,
-                          score_epochs: Callable[[np.ndarray], dict[str, float]] | None = None) -> TrainedRun:
+                          score_epochs: Callable[[np.ndarray], dict[str, float]] | None = None,
+                          scored_epochs: Collection[int] | None = None) -> TrainedRun:
     """Train on one scan, reconstruct another on its object grid.
 
     reconstruct_seconds is the whole inference call (grouping, network, stitching), including the
-    XLA compilation of the network's prediction function that `ptycho.inference.reconstruct` does
-    on every call (a few seconds on a CPU).
+    XLA compilation of the network's prediction function on the model's first reconstruction.
 
-    score_epochs(object) -> scores: when given, the weights are saved after every epoch (Keras
-    ModelCheckpoint, into a temporary folder; milliseconds inside the timed training) and, after
-    training, each epoch's model reconstructs the test scan and is scored: TrainedRun.epoch_scores =
-    [{'epoch': 1, **scores}, ...]. An epoch whose reconstruction cannot be scored (an early model too
-    poor to register to the truth: score_epochs raises ValueError) gets None scores. It costs one
-    reconstruction per epoch.
+    score_epochs(object) -> scores: when given, the model reconstructs the test scan at the end of
+    each epoch in `scored_epochs` (default: every epoch) and is scored: TrainedRun.epoch_scores =
+    [{'epoch': e, **scores}, ...], each also logged as it is made. An epoch whose reconstruction
+    cannot be scored (an early model too poor to register to the truth: score_epochs raises
+    ValueError) gets None scores. The scoring time is left out of train_seconds.
     """
     from ptycho.inference import reconstruct
-    from ptycho.training import train
+    from ptycho.training import EpochReport, train
 
     grid = (test_scan.object.shape, (0.0, 0.0))
-    if score_epochs is None:
-        model = train(train_scan, config)
-        return _trained_run(model, reconstruct(model, test_scan, grid=grid))
+    epoch_scores: list[dict[str, Any]] = []
+    scoring_seconds = 0.0
 
-    import keras
+    def score_epoch(report: EpochReport) -> None:
+        nonlocal scoring_seconds
+        if scored_epochs is not None and report.epoch not in scored_epochs:
+            return
+        start = time.perf_counter()
+        scores = _scores_or_none(score_epochs, reconstruct(report.model, test_scan, grid=grid).object)
+        epoch_scores.append({"epoch": report.epoch, **scores})
+        scoring_seconds += time.perf_counter() - start
+        logger.info("epoch %d held-out scores: %s", report.epoch, json.dumps(epoch_scores[-1]))
 
-    with tempfile.TemporaryDirectory(prefix="ptychopinn-epochs-") as folder:
-        checkpoint = str(Path(folder, "epoch{epoch}.weights.h5"))  # Keras fills in the 1-based epoch
-        model = train(train_scan, config,
-                      extra_callbacks=[keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)])
-        trained = _trained_run(model, reconstruct(model, test_scan, grid=grid))
-        for epoch in range(1, trained.epochs_run + 1):
-            model.keras_model.load_weights(checkpoint.format(epoch=epoch))
-            scores = _scores_or_none(score_epochs, reconstruct(model, test_scan, grid=grid).object)
-            trained.epoch_scores.append({"epoch": epoch, **scores})
-    return trained
-
-
-def _trained_run(model: Any, result: Any) -> TrainedRun:
-    """The TrainedRun of a trained model (ptycho.training.TrainedModel) and its reconstruction."""
+    model = train(train_scan, config, on_epoch=score_epoch if score_epochs is not None else None)
+    result = reconstruct(model, test_scan, grid=grid)
     return TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
-                      intensity_scale=model.intensity_scale, train_seconds=float(model.summary["train_seconds"]),
+                      intensity_scale=model.intensity_scale,
+                      train_seconds=float(model.summary["train_seconds"]) - scoring_seconds,
                       reconstruct_seconds=float(result.timings["total_seconds"]),
-                      epochs_run=int(model.summary["epochs_run"]))
+                      epochs_run=int(model.summary["epochs_run"]), epoch_scores=epoch_scores)
 
 
 def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.ndarray) -> dict[str, float | None]:
@@ -141,19 +136,22 @@ def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.nd
         return dict.fromkeys(METRIC_KEYS)
 
 
-def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores: bool = False,
+def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores: bool | Collection[int] = False,
                     **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
     """Train on split.train, reconstruct split.test, score in split.region against the truth.
 
-    epoch_scores: also score the model after every epoch (the record's `epoch_scores`, a list of
-    {'epoch': e, **METRIC_KEYS}; the last entry equals the record's own scores).
+    epoch_scores: also score the model after every epoch (True) or after the epochs given (the
+    record's `epoch_scores`, a list of {'epoch': e, **METRIC_KEYS}; a last epoch's entry equals the
+    record's own scores).
     Returns (the run's `runs` entry, with `extra` keys added; the TrainedRun).
     """
     def held_out_scores(obj: np.ndarray) -> dict[str, float]:
         return score(obj, split.test.object, split.region)
 
+    scored_epochs = None if isinstance(epoch_scores, bool) else set(epoch_scores)
     trained = train_and_reconstruct(split.train, split.test, config,
-                                    score_epochs=held_out_scores if epoch_scores else None)
+                                    score_epochs=held_out_scores if epoch_scores else None,
+                                    scored_epochs=scored_epochs)
     method = config.model.model_type
     loss = None if method != "pinn" else ("nll" if config.nll_weight > 0 else "mae")
     record = run_record(method, loss=loss, dose=split.test.metadata.nphotons, n_train=split.train.n_patterns,

@@ -1,0 +1,39 @@
+"""bench/quality.py at a tiny size: the held-out split, per-epoch scores, --set and figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from matplotlib import image as mpl_image
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
+
+
+def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) -> None:
+    figures = tmp_path / "figures"
+    run = subprocess.run([sys.executable, str(BENCH), "--datasets", "simulated", "--models", "pinn", "--gridsizes", "1",
+                          "--epochs", "2", "--score-epochs", "1,2", "--n-images", "700", "--n-train", "64",
+                          "--n-filters-scale", "1", "--set", "learning_rate=5e-4", "--set", "probe_big=false",
+                          "--figures", str(figures)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
+    assert report["learning_rate"] == 5e-4 and report["probe_big"] is False and report["epochs"] == 2
+    (result,) = report["runs"]
+    assert (result["dataset"], result["model"], result["gridsize"]) == ("simulated", "pinn", 1)
+    assert result["n_train"] == 64 and result["n_test"] == 350 and result["epochs_run"] == 2
+    assert [e["epoch"] for e in result["epoch_scores"]] == [1, 2]
+    for key in ("amp_ssim", "phase_ssim", "amp_frc50", "phase_frc50"):
+        assert result["epoch_scores"][-1][key] == result[key]  # the last epoch's model is the final model
+        assert -1 <= result[key] <= 1
+    assert "epoch 1 held-out scores" in run.stderr and "epoch 2 held-out scores" in run.stderr
+    image = mpl_image.imread(figures / "simulated_pinn_g1.png")
+    assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0.05
+
+
+def test_quality_benchmark_rejects_unknown_setting() -> None:
+    run = subprocess.run([sys.executable, str(BENCH), "--set", "no_such_field=1"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "'no_such_field' is no number, flag or text field" in run.stderr
