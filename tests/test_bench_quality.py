@@ -1,10 +1,12 @@
-"""bench/quality.py at a tiny size: the held-out split, per-epoch scores, --set and figures."""
+"""bench/quality.py at a tiny size (the held-out split, per-epoch scores, --set, figures) and its GPU runner."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from matplotlib import image as mpl_image
@@ -37,3 +39,24 @@ def test_quality_benchmark_rejects_unknown_setting() -> None:
     run = subprocess.run([sys.executable, str(BENCH), "--set", "no_such_field=1"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and "'no_such_field' is no number, flag or text field" in run.stderr
+
+
+def test_device_runner_runs_a_plan_and_packs_its_logs(tmp_path: Path) -> None:
+    """bench/device_quality.sh (the GPU runner) on a one-line plan, on this machine's backend."""
+    root = BENCH.parents[1]
+    plan = tmp_path / "plan.txt"
+    plan.write_text("# a comment line\n\ntiny_g1  --datasets simulated --models pinn --gridsizes 1 --epochs 1 "
+                    "--score-epochs 1 --n-images 700 --n-train 64 --n-filters-scale 1\n")
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+           "PYTHONPATH": str(root), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(BENCH.parent / "device_quality.sh"), str(tmp_path), str(plan), "300"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith("tiny_g1")]
+    assert rows[0][:2] == ["tiny_g1", "1"] and all(-1 <= float(v) <= 1 for v in rows[0][2:6])
+    assert rows[1][:2] == ["tiny_g1", "final:"]
+    with tarfile.open(tmp_path / "quality.tgz") as packed:
+        names = {Path(name).as_posix().lstrip("./") for name in packed.getnames()}
+        report = json.loads(packed.extractfile("./tiny_g1.json").read())
+    assert {"tiny_g1.log", "tiny_g1.json", "figures_tiny_g1/simulated_pinn_g1.png"} <= names
+    assert report["runs"][0]["epoch_scores"][0]["epoch"] == 1
