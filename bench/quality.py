@@ -54,9 +54,16 @@ def held_out_split(scan: ScanData, n_train: int) -> HeldOutSplit:
     return split_top_bottom(scan, min(n_train, scan.n_patterns // 2))
 
 
+OWN_OPTIONS = {"N": "the dataset", "gridsize": "--gridsizes", "model_type": "--models", "n_filters_scale": "--n-filters-scale",
+               "nepochs": "--epochs", "batch_size": "--batch-size", "seed": "(fixed at 0)"}
+"""Config fields that --set may not change, and what sets them instead."""
+
+
 def config_option(text: str) -> tuple[str, Any]:
     """'KEY=VALUE' for a field of TrainingConfig or ModelConfig -> (KEY, VALUE as the field's type)."""
     key, _, value = text.partition("=")
+    if key in OWN_OPTIONS:
+        raise argparse.ArgumentTypeError(f"{key!r} is set by {OWN_OPTIONS[key]}, not --set")
     for config_class in (TrainingConfig, ModelConfig):
         default = {f.name: f.default for f in fields(config_class)}.get(key, MISSING)
         if default is not MISSING and isinstance(default, (bool, int, float, str)):

@@ -35,10 +35,13 @@ def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) ->
     assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0.05
 
 
-def test_quality_benchmark_rejects_unknown_setting() -> None:
+def test_quality_benchmark_rejects_unknown_or_owned_settings() -> None:
     run = subprocess.run([sys.executable, str(BENCH), "--set", "no_such_field=1"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and "'no_such_field' is no number, flag or text field" in run.stderr
+    run = subprocess.run([sys.executable, str(BENCH), "--set", "gridsize=2"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "'gridsize' is set by --gridsizes, not --set" in run.stderr
 
 
 def test_device_runner_runs_a_plan_and_packs_its_logs(tmp_path: Path) -> None:
