@@ -73,9 +73,14 @@ def config_option(text: str) -> tuple[str, Any]:
     raise argparse.ArgumentTypeError(f"{key!r} is no number, flag or text field of TrainingConfig or ModelConfig")
 
 
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+
+
 def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, args: argparse.Namespace) -> dict:
     options = dict(args.set)
-    model_options = {k: options.pop(k) for k in list(options) if k in {f.name for f in fields(ModelConfig)}}
+    model_fields = {f.name for f in fields(ModelConfig)}
+    model_options = {k: options.pop(k) for k in list(options) if k in model_fields}
     config = TrainingConfig(model=ModelConfig(N=split.train.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale,
                                               model_type=model_type, **model_options),
                             nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
@@ -86,11 +91,9 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
         metrics.comparison_figure(aligned, truth, Path(args.figures) / name,
                                   {k: record[k] for k in METRIC_KEYS})
     keys = ("n_train", "n_test", "epochs_run", "train_seconds", "reconstruct_seconds", *METRIC_KEYS)
-    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize,
-           **{k: round(record[k], 4) if isinstance(record[k], float) else record[k] for k in keys}}
+    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, **_rounded({k: record[k] for k in keys})}
     if "epoch_scores" in record:
-        run["epoch_scores"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
-                               for e in record["epoch_scores"]]
+        run["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
     return run
 
 

@@ -43,7 +43,7 @@ class EpochReport:
     total_epochs: int
     losses: dict[str, float]
     seconds: float
-    model: TrainedModel | None = None
+    model: TrainedModel
 
 
 @dataclass
@@ -103,14 +103,13 @@ class DiffractionLoss(keras.losses.Loss):
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """Forwards per-epoch losses to `on_epoch` and the `ptychopinn` logger; keeps the history in
+    """Forwards per-epoch losses to `on_epoch` and the `ptychopinn` logger; appends them to
     `trained.history` (the TrainedModel wrapping the Keras model being fitted)."""
 
     def __init__(self, trained: TrainedModel, total_epochs: int,
                  on_epoch: Callable[[EpochReport], None] | None = None) -> None:
         super().__init__()
         self.trained = trained
-        self.history = trained.history
         self.total_epochs = total_epochs
         self.on_epoch = on_epoch
         self._start = time.perf_counter()
@@ -126,7 +125,7 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss") or k == "learning_rate"}
         for key, value in losses.items():
-            self.history.setdefault(key, []).append(value)
+            self.trained.history.setdefault(key, []).append(value)
         report = EpochReport(epoch + 1, self.total_epochs, losses, time.perf_counter() - self._epoch_start,
                              self.trained)
         text = " ".join(f"{k}={v:.5g}" for k, v in losses.items() if k.endswith("loss"))
@@ -218,7 +217,7 @@ def train(
     trained.summary = {
         "train_seconds": seconds,
         "first_step_seconds": progress.first_step_seconds,
-        "epochs_run": len(progress.history.get("loss", [])),
+        "epochs_run": len(trained.history.get("loss", [])),
         "n_patterns": source.n_patterns,
         "n_train_groups": train_groups.n_groups,
         "n_validation_groups": 0 if val_groups is None else val_groups.n_groups,
