@@ -95,7 +95,7 @@ def child(path: str, gridsize: int, n_filters_scale: int, batch_size: int, layou
     train_seconds = time.perf_counter() - start
     after_training = peak_rss_mb()
     start = time.perf_counter()
-    result = reconstruct(model, source, batch_size=64)
+    result = reconstruct(model, source)
     infer_seconds = time.perf_counter() - start
     print(json.dumps({"train_patterns": model.summary["n_patterns"], "train_one_epoch_seconds": round(train_seconds, 1),
                       "infer_seconds": round(infer_seconds, 1), "object_shape": list(result.object.shape),
@@ -104,14 +104,16 @@ def child(path: str, gridsize: int, n_filters_scale: int, batch_size: int, layou
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ptycho.config.config import TrainingConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-patterns", type=int, default=200_000)
     parser.add_argument("--N", type=int, default=64)
     parser.add_argument("--gridsize", type=int, default=1)
     parser.add_argument("--n-filters-scale", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="training batch (groups); the default, TrainingConfig's, is also the fastest on a CPU "
-                             "and keeps XLA's per-step buffers small (batch 64 adds ~0.35 GB)")
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size,
+                        help="training batch (groups; default TrainingConfig's): also the fastest on a CPU, and it "
+                             "keeps XLA's per-step buffers small (batch 64 adds ~0.35 GB)")
     parser.add_argument("--network-layout", default="per_pattern",
                         help="ModelConfig.network_layout ('stacked' trains gridsize 2 about 4x faster)")
     parser.add_argument("--train-patterns", type=int, default=None,
