@@ -13,6 +13,8 @@ and the GPU runner (bench/device_quality.sh): docs/quality.md.
 
     python bench/quality.py [--datasets simulated,shared] [--epochs 60] [--n-train 512]
     KERAS_BACKEND=jax python bench/quality.py ...    # the same model on a GPU
+    python bench/quality.py --datasets simulated --models pinn --gridsizes 2 --N 32 --step 3 \
+        --n-images 2400 --n-train 1200 --n-filters-scale 1 --epochs 11    # docs/quality.md's CPU check
 
 --set KEY=VALUE sets any other TrainingConfig or ModelConfig field (e.g. --set pad_object=false).
 --score-epochs 20,60 also scores each model at the end of those epochs (logged as training goes on;
@@ -41,9 +43,12 @@ from ptychopinn_plugin.studies.common import METRIC_KEYS, HeldOutSplit, split_to
 SHARED = Path(os.environ.get("PTYCHOPINN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def load_dataset(name: str, n_images: int) -> ScanData:
+def load_dataset(name: str, n_images: int, n: int = 64, step: float = 6.0) -> ScanData:
+    """The 'simulated' scan (our simulator: 'lines', 1e9 photons, seed 0; N, positions and step in px
+    as given) or the 'shared' one (N = 64 whatever n is)."""
     if name == "simulated":
-        return simulate(SimulationConfig(object_kind="lines", N=64, n_images=n_images, step=6.0, nphotons=1e9, seed=0))
+        return simulate(SimulationConfig(object_kind="lines", N=n, n_images=n_images, step=step, nphotons=1e9,
+                                         seed=0))
     if name == "shared":
         return load_scan_npz(SHARED / "lines-1e9.npz")
     raise SystemExit(f"unknown dataset {name!r}")
@@ -54,8 +59,9 @@ def held_out_split(scan: ScanData, n_train: int) -> HeldOutSplit:
     return split_top_bottom(scan, min(n_train, scan.n_patterns // 2))
 
 
-OWN_OPTIONS = {"N": "the dataset", "gridsize": "--gridsizes", "model_type": "--models", "n_filters_scale": "--n-filters-scale",
-               "nepochs": "--epochs", "batch_size": "--batch-size", "seed": "(fixed at 0)"}
+OWN_OPTIONS = {"N": "--N (simulated) or the dataset", "gridsize": "--gridsizes", "model_type": "--models",
+               "n_filters_scale": "--n-filters-scale", "nepochs": "--epochs", "batch_size": "--batch-size",
+               "seed": "(fixed at 0)"}
 """Config fields that --set may not change, and what sets them instead."""
 
 
@@ -91,7 +97,7 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
         metrics.comparison_figure(aligned, truth, Path(args.figures) / name,
                                   {k: record[k] for k in METRIC_KEYS})
     keys = ("n_train", "n_test", "epochs_run", "train_seconds", "reconstruct_seconds", *METRIC_KEYS)
-    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, **_rounded({k: record[k] for k in keys})}
+    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, "N": split.train.N, **_rounded({k: record[k] for k in keys})}
     if "epoch_scores" in record:
         run["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
     return run
@@ -108,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="any other TrainingConfig or ModelConfig field, e.g. groups_per_position=4 (repeatable)")
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-images", type=int, default=1100, help="simulated scan size")
+    parser.add_argument("--N", type=int, default=64, help="simulated scan's pattern size (32 for a quick CPU check)")
+    parser.add_argument("--step", type=float, default=6.0, help="simulated scan's step in pixels")
     parser.add_argument("--n-filters-scale", type=int, default=2)
     parser.add_argument("--score-epochs", type=lambda text: sorted({int(e) for e in text.split(",")}), default=None,
                         help="comma-separated epochs at which every model is also scored")
@@ -123,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     settings.update(args.set)
     report = {"benchmark": "quality", "backend": keras.backend.backend(), **settings, "runs": []}
     for dataset in args.datasets.split(","):
-        split = held_out_split(load_dataset(dataset, args.n_images), args.n_train)
+        split = held_out_split(load_dataset(dataset, args.n_images, args.N, args.step), args.n_train)
         for gridsize in (int(g) for g in args.gridsizes.split(",")):
             for model_type in args.models.split(","):
                 try:

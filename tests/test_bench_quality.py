@@ -17,14 +17,16 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) -> None:
     figures = tmp_path / "figures"
     run = subprocess.run([sys.executable, str(BENCH), "--datasets", "simulated", "--models", "pinn", "--gridsizes", "1",
-                          "--epochs", "2", "--score-epochs", "1,2", "--n-images", "700", "--n-train", "64",
-                          "--n-filters-scale", "1", "--set", "learning_rate=5e-4", "--set", "probe_big=false",
-                          "--figures", str(figures)], capture_output=True, text=True, timeout=600)
+                          "--epochs", "2", "--score-epochs", "1,2", "--n-images", "700", "--N", "32", "--step", "3",
+                          "--n-train", "64", "--n-filters-scale", "1", "--set", "learning_rate=5e-4",
+                          "--set", "probe_big=false", "--figures", str(figures)],
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)
     assert report["learning_rate"] == 5e-4 and report["probe_big"] is False and report["epochs"] == 2
+    assert report["N"] == 32 and report["step"] == 3.0
     (result,) = report["runs"]
-    assert (result["dataset"], result["model"], result["gridsize"]) == ("simulated", "pinn", 1)
+    assert (result["dataset"], result["model"], result["gridsize"], result["N"]) == ("simulated", "pinn", 1, 32)
     assert result["n_train"] == 64 and result["n_test"] == 350 and result["epochs_run"] == 2
     assert [e["epoch"] for e in result["epoch_scores"]] == [1, 2]
     for key in ("amp_ssim", "phase_ssim", "amp_frc50", "phase_frc50"):
