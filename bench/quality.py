@@ -43,7 +43,7 @@ from ptychopinn_plugin.studies.common import METRIC_KEYS, HeldOutSplit, split_to
 SHARED = Path(os.environ.get("PTYCHOPINN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def load_dataset(name: str, n_images: int, n: int = 64, step: float = 6.0) -> ScanData:
+def load_dataset(name: str, n_images: int, n: int, step: float) -> ScanData:
     """The 'simulated' scan (our simulator: 'lines', 1e9 photons, seed 0; N, positions and step in px
     as given) or the 'shared' one (N = 64 whatever n is)."""
     if name == "simulated":
@@ -97,7 +97,8 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
         metrics.comparison_figure(aligned, truth, Path(args.figures) / name,
                                   {k: record[k] for k in METRIC_KEYS})
     keys = ("n_train", "n_test", "epochs_run", "train_seconds", "reconstruct_seconds", *METRIC_KEYS)
-    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, "N": split.train.N, **_rounded({k: record[k] for k in keys})}
+    run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, "N": split.train.N,
+           **_rounded({k: record[k] for k in keys})}
     if "epoch_scores" in record:
         run["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
     return run
