@@ -1,12 +1,14 @@
 """Training and inference speed on this machine; prints JSON.
 
-For N=64, n_filters_scale 2, batch 16 and each gridsize (and network layout, for gridsize > 1):
+For N=64, n_filters_scale 2, batch 16 and each gridsize (and network layout, for gridsize > 1) and
+decoder block:
 training patterns/s (patterns = groups x C, measured on the second epoch, after compilation),
 inference patterns/s predict-only and end-to-end (grouping + prediction + stitching + writing the
 product file), time from process start to the first training step (in a fresh child process running
 `ptychopinn train`), grouping of 100,000 positions, and peak resident memory.
 
     python bench/speed.py [--n-images 1024] [--gridsizes 1,2] [--layouts per_pattern,stacked]
+        [--decoder-blocks conv_upsample,upsample_conv]
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from ptycho.training import train
 from ptychopinn_plugin.reconstruction_files import write_reconstruction
 
 
-def training_speed(scan, gridsize: int, n_filters_scale: int, layout: str) -> tuple[dict, object]:
+def training_speed(scan, gridsize: int, n_filters_scale: int, layout: str, block: str) -> tuple[dict, object]:
     epochs: list[float] = []
     config = TrainingConfig(model=ModelConfig(N=scan.N, gridsize=gridsize, n_filters_scale=n_filters_scale,
-                                              network_layout=layout),
+                                              network_layout=layout, decoder_block=block),
                             nepochs=2, batch_size=16, validation_fraction=0.0)
     model = train(scan, config, on_epoch=lambda report: epochs.append(report.seconds))
     patterns = model.summary["n_train_groups"] * gridsize * gridsize
@@ -54,7 +56,7 @@ def inference_speed(model, scan, out_dir: Path) -> dict:
             "infer_end_to_end_patterns_per_second": round(scan.n_patterns / end_to_end, 1)}
 
 
-def first_step_seconds(data: Path, out_dir: Path, gridsize: int, layout: str) -> float:
+def first_step_seconds(data: Path, out_dir: Path, gridsize: int, layout: str, block: str) -> float:
     """Seconds from launching `ptychopinn train` in a fresh process to its first finished training step."""
     code = ("import time, sys; t0 = float(sys.argv[1]);"
             "from ptychopinn_plugin.cli import main;"
@@ -66,7 +68,7 @@ def first_step_seconds(data: Path, out_dir: Path, gridsize: int, layout: str) ->
             "tr.ProgressCallback.on_train_batch_end = hook\n"
             "main(sys.argv[2:])")
     args = [sys.executable, "-c", code, repr(time.time()), "train", str(data), "-o", str(out_dir / "first"),
-            "--gridsize", str(gridsize), "--epochs", "1", "--network-layout", layout]
+            "--gridsize", str(gridsize), "--epochs", "1", "--network-layout", layout, "--decoder-block", block]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     return float(next(line.split()[1] for line in out.splitlines() if line.startswith("FIRST_STEP")))
 
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-filters-scale", type=int, default=2)
     parser.add_argument("--layouts", default="per_pattern,stacked",
                         help="network layouts measured for gridsize > 1 (ModelConfig.network_layout)")
+    parser.add_argument("--decoder-blocks", default=ModelConfig.decoder_block,
+                        help="decoder blocks measured (ModelConfig.decoder_block), e.g. conv_upsample,upsample_conv")
     args = parser.parse_args(argv)
     scan = simulate(SimulationConfig(N=64, n_images=args.n_images, step=6.0, nphotons=1e6, seed=0))
     report: dict = {"benchmark": "speed", "cpu_count": os.cpu_count(), "N": 64, "batch_size": 16,
@@ -92,11 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         save_scan_npz(scan, data)
         for gridsize in (int(g) for g in args.gridsizes.split(",")):
             for layout in args.layouts.split(",") if gridsize > 1 else ["per_pattern"]:
-                speed, model = training_speed(scan, gridsize, args.n_filters_scale, layout)
-                speed.update(inference_speed(model, scan, tmp_path))
-                speed["first_training_step_seconds"] = round(
-                    first_step_seconds(data, tmp_path, gridsize, layout), 1)
-                report[f"gridsize_{gridsize}" + (f"_{layout}" if gridsize > 1 else "")] = speed
+                for block in args.decoder_blocks.split(","):
+                    speed, model = training_speed(scan, gridsize, args.n_filters_scale, layout, block)
+                    speed.update(inference_speed(model, scan, tmp_path))
+                    speed["first_training_step_seconds"] = round(
+                        first_step_seconds(data, tmp_path, gridsize, layout, block), 1)
+                    report[f"gridsize_{gridsize}" + (f"_{layout}" if gridsize > 1 else "") + f"_{block}"] = speed
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(report, indent=2))
 

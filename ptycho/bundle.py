@@ -10,7 +10,8 @@ bit-identical predictions.
 
 Versions: 2 adds ModelConfig.network_layout; version-1 bundles (written before it existed) were all
 'stacked' networks and are read as such. 3 adds ModelConfig.merge_border_weight; older bundles merged
-a group's patches with uniform weights (1.0) and are read as such.
+a group's patches with uniform weights (1.0) and are read as such. 4 adds ModelConfig.decoder_block;
+older bundles' decoders were all 'upsample_conv' and are read as such.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from ptycho.atomic import atomic_output
 from ptycho.config.config import ConfigError, model_config_from_dict, to_dict
 
 BUNDLE_FORMAT = "ptychopinn-bundle"
-BUNDLE_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
-_LEGACY_DEFAULTS = {1: {"network_layout": "stacked", "merge_border_weight": 1.0},
-                    2: {"merge_border_weight": 1.0}}
+BUNDLE_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+_LEGACY_DEFAULTS = {
+    1: {"network_layout": "stacked", "merge_border_weight": 1.0, "decoder_block": "upsample_conv"},
+    2: {"merge_border_weight": 1.0, "decoder_block": "upsample_conv"},
+    3: {"decoder_block": "upsample_conv"},
+}
 """Per older format version: the ModelConfig values its bundles were written with but do not state."""
 BUNDLE_FILE_NAME = "wts.h5.zip"
 _MANIFEST = "manifest.json"

@@ -15,6 +15,10 @@ Network layouts (ModelConfig.network_layout), for gridsize > 1:
       gridsize 1 (amplitude/phase SSIM 0.75/0.96 vs 0.48/0.83 stacked, 0.71/0.87 gridsize 1).
   'stacked': the group's C patterns enter one network as C channels and leave as C patch channels
       (the reference PtychoPINN layout): about C times cheaper per pattern, but worse.
+Decoder blocks (ModelConfig.decoder_block): 'conv_upsample' (default; the reference PtychoPINN's
+decoder) convolves each level at its input resolution and then upsamples; 'upsample_conv' upsamples
+first, which costs about 4x the decoders' multiply-adds and trains 1.7x slower on a 2-core CPU for
+a little more held-out amplitude per epoch (docs/quality.md).
 Layers are small classes with build/call/get_config; everything is `keras.ops`.
 """
 
@@ -244,12 +248,21 @@ def _encoder(x, base: int):
     return x
 
 
-def _decoder(x, base: int, n_upsamplings: int, name: str):
-    """Upsampling conv blocks: each doubles the resolution; filters shrink from 4*base to base."""
+def _decoder(x, base: int, n_upsamplings: int, block: str, name: str):
+    """n_upsamplings levels, each doubling the resolution; filters shrink from 4*base to base.
+
+    block (ModelConfig.decoder_block): 'conv_upsample' convolves at the level's input resolution and
+    then upsamples; 'upsample_conv' upsamples and then convolves at the doubled resolution.
+    """
     filters = [4 * base, 2 * base, base]
     for level in range(n_upsamplings):
-        x = layers.UpSampling2D(2, name=f"{name}{level}_up")(x)
-        x = _conv_block(x, filters[min(level, 2)], f"{name}{level}")
+        f = filters[min(level, 2)]
+        if block == "conv_upsample":
+            x = _conv_block(x, f, f"{name}{level}")
+            x = layers.UpSampling2D(2, name=f"{name}{level}_up")(x)
+        else:
+            x = layers.UpSampling2D(2, name=f"{name}{level}_up")(x)
+            x = _conv_block(x, f, f"{name}{level}")
     return x
 
 
@@ -261,7 +274,7 @@ def _object_heads(bottleneck, config: ModelConfig, base: int, c: int):
     n_up = 2 if config.pad_object else 3
     outputs = {}
     for head in ("amplitude", "phase"):
-        x = _decoder(bottleneck, base, n_up, f"dec_{head}")
+        x = _decoder(bottleneck, base, n_up, config.decoder_block, f"dec_{head}")
         activation = _ACTIVATIONS[config.amp_activation] if head == "amplitude" else "tanh"
         fine = layers.Conv2D(c, 3, padding="same", activation=activation, name=f"{head}_fine")(x)
         if head == "phase":

@@ -30,7 +30,8 @@ def scan_file(workdir):
 def model_dir(workdir, scan_file):
     out = workdir / "model"
     assert main(["train", str(scan_file), "-o", str(out), "--model", "pinn", "--gridsize", "2", "--epochs", "2",
-                 "--batch-size", "16", "--loss", "nll", "--n-filters-scale", "1", "--network-layout", "stacked"]) == 0
+                 "--batch-size", "16", "--loss", "nll", "--n-filters-scale", "1", "--network-layout", "stacked",
+                 "--decoder-block", "upsample_conv"]) == 0
     return out
 
 
@@ -44,6 +45,7 @@ def test_simulate_writes_reference_npz(scan_file):
 def test_train_writes_bundle_loss_curve_and_history(model_dir):
     manifest = read_manifest(model_dir / "wts.h5.zip")
     assert manifest["gridsize"] == 2 and manifest["N"] == 32 and manifest["model"]["network_layout"] == "stacked"
+    assert manifest["model"]["decoder_block"] == "upsample_conv"
     assert len(manifest["history"]["loss"]) == 2
     assert (model_dir / "loss.png").stat().st_size > 1000
     history = json.loads((model_dir / "history.json").read_text())

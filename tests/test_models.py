@@ -141,27 +141,32 @@ def test_bad_bundles_give_clear_errors(tmp_path, trained_pinn, damage):
         load_bundle(bad)
 
 
-@pytest.mark.parametrize("version, layout", [(1, "stacked"), (2, "per_pattern")])
+@pytest.mark.parametrize("version, layout", [(1, "stacked"), (2, "per_pattern"), (3, "per_pattern")])
 def test_older_bundles_load_with_the_settings_they_were_written_with(tmp_path, lines_scan, version, layout):
-    """Version 1 predates network_layout (all stacked), versions 1-2 predate merge_border_weight (1.0)."""
+    """Version 1 predates network_layout (all stacked), versions 1-2 predate merge_border_weight (1.0),
+    versions 1-3 predate decoder_block ('upsample_conv')."""
     config = _pinn_config()
     config.model.network_layout = layout
-    config.model.merge_border_weight = 1.0
+    if version < 3:
+        config.model.merge_border_weight = 1.0
+    config.model.decoder_block = "upsample_conv"
     model = _untrained(lines_scan, config)
     path = save_bundle(model, tmp_path / "current.zip")
     old = tmp_path / f"v{version}.zip"
+    unstated = {1: ("network_layout", "merge_border_weight", "decoder_block"),
+                2: ("merge_border_weight", "decoder_block"), 3: ("decoder_block",)}[version]
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
         for item in src.namelist():
             data = src.read(item)
             if item == "manifest.json":
                 manifest = json.loads(data)
-                del manifest["model"]["merge_border_weight"]
-                if version == 1:
-                    del manifest["model"]["network_layout"]
+                for key in unstated:
+                    del manifest["model"][key]
                 data = json.dumps({**manifest, "format_version": version}).encode()
             dst.writestr(item, data)
     loaded = load_bundle(old)
-    assert (loaded.config.network_layout, loaded.config.merge_border_weight) == (layout, 1.0)
+    assert (loaded.config.network_layout, loaded.config.merge_border_weight, loaded.config.decoder_block) == (
+        layout, config.model.merge_border_weight, "upsample_conv")
     subset = lines_scan.subset(np.arange(64))
     grid = (lines_scan.object.shape, (0.0, 0.0))
     assert np.array_equal(reconstruct(model, subset, grid=grid).object, reconstruct(loaded, subset, grid=grid).object)
@@ -186,6 +191,21 @@ def test_network_layouts(lines_scan, layout):
     if layout == "per_pattern":
         swapped = ops.convert_to_numpy(keras_model({"diffraction": np.ascontiguousarray(group[..., ::-1]), "offsets": offsets})["object_amplitude"])
         np.testing.assert_allclose(swapped[..., ::-1], a, atol=1e-6)
+
+
+@pytest.mark.parametrize("block, conv_side", [("conv_upsample", 4), ("upsample_conv", 8)])
+def test_decoder_blocks(lines_scan, block, conv_side):
+    """N=32, pad_object: the decoders take the 4 x 4 bottleneck to the 16 x 16 solution region;
+    'conv_upsample' convolves the first level at 4 x 4, 'upsample_conv' at 8 x 8."""
+    config = _pinn_config()
+    config.model.decoder_block = block
+    keras_model = _untrained(lines_scan, config).keras_model
+    for head in ("amplitude", "phase"):
+        assert keras_model.get_layer(f"dec_{head}0_conv1").output.shape[1:3] == (conv_side, conv_side)
+        assert keras_model.get_layer(f"{head}_fine").output.shape[1:3] == (16, 16)
+    group = np.random.default_rng(0).uniform(0, 3, (2, 32, 32, 4)).astype(np.float32)
+    out = keras_model({"diffraction": group, "offsets": np.zeros((2, 4, 2), np.float32)})
+    assert ops.convert_to_numpy(out["object_amplitude"]).shape == (2, 32, 32, 4)
 
 
 def test_single_pattern_twin_predicts_what_the_group_network_predicts(lines_scan):
@@ -245,7 +265,7 @@ def test_training_is_seeded_and_repeatable(lines_scan):
 
 def test_supervised_baseline_learns_from_ground_truth(lines_scan):
     config = TrainingConfig(model=ModelConfig(N=32, gridsize=1, n_filters_scale=1, model_type="supervised"),
-                            nepochs=8, batch_size=16)
+                            nepochs=16, batch_size=16)
     model = train(lines_scan, config)
     assert model.history["loss"][-1] < 0.7 * model.history["loss"][0]
     region = metrics.scanned_region(lines_scan.positions, lines_scan.N, lines_scan.object.shape)
@@ -280,6 +300,8 @@ def test_configuration_errors_are_clear(lines_scan):
         ModelConfig(N=48).validate()
     with pytest.raises(ConfigError, match="gridsize"):
         ModelConfig(N=64, gridsize=4).validate()
+    with pytest.raises(ConfigError, match="decoder_block"):
+        ModelConfig(N=64, decoder_block="deconv").validate()
     with pytest.raises(ConfigError, match="merge_border_weight"):
         ModelConfig(N=64, merge_border_weight=1.5).validate()
     with pytest.raises(ConfigError, match="nll_weight"):

@@ -19,6 +19,7 @@ SUPPORTED_N = (32, 64, 128, 256)
 MODEL_TYPES = ("pinn", "supervised")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 NETWORK_LAYOUTS = ("per_pattern", "stacked")
+DECODER_BLOCKS = ("conv_upsample", "upsample_conv")
 LOSSES = ("nll", "mae")
 
 
@@ -48,6 +49,10 @@ class ModelConfig:
     network_layout: for gridsize > 1, 'per_pattern' (one shared network maps each pattern to its
         patch; better) or 'stacked' (the group's patterns as channels of one network; about
         gridsize**2 times faster per pattern). See ptycho.networks.
+    decoder_block: each decoder level's block: 'conv_upsample' (two 3x3 convolutions at the level's
+        input resolution, then 2x nearest upsampling; the reference PtychoPINN's decoder) or
+        'upsample_conv' (upsampling first, then the two convolutions at the doubled resolution: about
+        4x the decoders' multiply-adds). See ptycho.networks.
     merge_border_weight: with object_big and pad_object, the weight (0..1) of a patch's border, outside
         the central N/2 region the network predicts at full resolution, when a group's patches are
         merged (1 = plain average; small values let neighbours' predictions fill the border).
@@ -65,6 +70,7 @@ class ModelConfig:
     probe_scale: float = 4.0
     gaussian_smoothing_sigma: float = 0.0
     network_layout: str = "per_pattern"
+    decoder_block: str = "conv_upsample"
     merge_border_weight: float = 0.01
 
     @property
@@ -82,6 +88,7 @@ class ModelConfig:
         self.model_type = str(self.model_type).lower()
         _check_choice("ModelConfig.amp_activation", self.amp_activation, AMP_ACTIVATIONS)
         _check_choice("ModelConfig.network_layout", self.network_layout, NETWORK_LAYOUTS)
+        _check_choice("ModelConfig.decoder_block", self.decoder_block, DECODER_BLOCKS)
         if self.gaussian_smoothing_sigma < 0:
             raise ConfigError(f"ModelConfig.gaussian_smoothing_sigma: expected >= 0, got {self.gaussian_smoothing_sigma}")
         weight = self.merge_border_weight

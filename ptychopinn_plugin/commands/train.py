@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ptycho.atomic import atomic_output
-from ptycho.config.config import LOSSES, MODEL_TYPES, NETWORK_LAYOUTS, ModelConfig, TrainingConfig
+from ptycho.config.config import DECODER_BLOCKS, LOSSES, MODEL_TYPES, NETWORK_LAYOUTS, ModelConfig, TrainingConfig
 from ptychopinn_plugin import figures
 from ptychopinn_plugin.commands import common
 
@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--network-layout", choices=NETWORK_LAYOUTS, default="per_pattern",
                    help="gridsize > 1: one shared network per pattern (better) or the group's patterns "
                         "stacked as channels (faster)")
+    p.add_argument("--decoder-block", choices=DECODER_BLOCKS, default=ModelConfig.decoder_block,
+                   help="convolve then upsample (default, faster) or upsample then convolve")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs without validation improvement")
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
         model=ModelConfig(N=0, gridsize=args.gridsize, n_filters_scale=args.n_filters_scale, model_type=args.model,
-                          network_layout=args.network_layout),
+                          network_layout=args.network_layout, decoder_block=args.decoder_block),
         nepochs=args.epochs, batch_size=args.batch_size,
         nll_weight=1.0 if args.loss == "nll" else 0.0, mae_weight=1.0 if args.loss == "mae" else 0.0,
         learning_rate=args.learning_rate, early_stopping_patience=args.early_stopping, seed=args.seed,
