@@ -10,7 +10,9 @@ import pytest
 
 from ptycho.bundle import read_manifest
 from ptycho.npz_io import load_scan_npz
-from ptychopinn_plugin.cli import main
+from ptycho.config.config import ModelConfig, TrainingConfig
+from ptychopinn_plugin.cli import build_parser, main
+from ptychopinn_plugin.commands.train import training_config
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,19 @@ def test_train_writes_bundle_loss_curve_and_history(model_dir):
     assert (model_dir / "loss.png").stat().st_size > 1000
     history = json.loads((model_dir / "history.json").read_text())
     assert history["history"]["loss"] == manifest["history"]["loss"]
+
+
+def test_train_defaults_are_the_configuration_defaults():
+    """`ptychopinn train` without options trains what TrainingConfig/ModelConfig describe, except the
+    command line's documented 30 epochs."""
+    config = training_config(build_parser().parse_args(["train", "scan.npz", "-o", "model"]))
+    model, defaults = config.model, ModelConfig(N=64)
+    for name in ("model_type", "gridsize", "n_filters_scale", "network_layout", "decoder_block"):
+        assert getattr(model, name) == getattr(defaults, name), name
+    training = TrainingConfig(model=defaults)
+    for name in ("batch_size", "learning_rate", "seed", "nll_weight", "mae_weight"):
+        assert getattr(config, name) == getattr(training, name), name
+    assert config.nepochs == 30
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".npz"])

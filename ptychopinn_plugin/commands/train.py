@@ -22,21 +22,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="scan to train on")
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory (created)")
-    p.add_argument("--model", choices=MODEL_TYPES, default="pinn")
-    p.add_argument("--gridsize", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--model", choices=MODEL_TYPES, default=ModelConfig.model_type)
+    p.add_argument("--gridsize", type=int, default=ModelConfig.gridsize)
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     p.add_argument("--loss", choices=LOSSES, default="nll", help="PINN loss: Poisson NLL or amplitude MAE")
-    p.add_argument("--n-filters-scale", type=int, default=2)
-    p.add_argument("--network-layout", choices=NETWORK_LAYOUTS, default="per_pattern",
+    p.add_argument("--n-filters-scale", type=int, default=ModelConfig.n_filters_scale)
+    p.add_argument("--network-layout", choices=NETWORK_LAYOUTS, default=ModelConfig.network_layout,
                    help="gridsize > 1: one shared network per pattern (better) or the group's patterns "
                         "stacked as channels (faster)")
     p.add_argument("--decoder-block", choices=DECODER_BLOCKS, default=ModelConfig.decoder_block,
                    help="convolve then upsample (default, faster) or upsample then convolve")
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs without validation improvement")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=TrainingConfig.seed)
     common.add_data_options(p)
     p.set_defaults(func=run)
 
