@@ -10,8 +10,10 @@ import pytest
 
 from ptycho.bundle import read_manifest
 from ptycho.npz_io import load_scan_npz
-from ptycho.config.config import ModelConfig, TrainingConfig
+from ptycho.config.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho.simulate import SimulationConfig
 from ptychopinn_plugin.cli import build_parser, main
+from ptychopinn_plugin.commands.simulate import config_from_args
 from ptychopinn_plugin.commands.train import training_config
 
 
@@ -65,6 +67,18 @@ def test_train_defaults_are_the_configuration_defaults():
     for name in ("batch_size", "learning_rate", "seed", "nll_weight", "mae_weight"):
         assert getattr(config, name) == getattr(training, name), name
     assert config.nepochs == 30
+
+
+def test_infer_and_simulate_defaults_are_the_configuration_defaults():
+    parser = build_parser()
+    infer, inference = parser.parse_args(["infer", "model", "scan.npz", "-o", "out.h5"]), InferenceConfig()
+    assert (infer.batch_size, infer.neighbors, infer.passes) == (
+        inference.batch_size, inference.n_nearest_neighbors, inference.passes)
+    simulation = config_from_args(parser.parse_args(["simulate", "-o", "scan.npz"]))
+    defaults = SimulationConfig()
+    for name in ("object_kind", "N", "n_images", "nphotons", "seed", "scan_kind", "probe_kind"):
+        assert getattr(simulation, name) == getattr(defaults, name), name
+    assert simulation.step == defaults.N / 10
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".npz"])

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ptycho.config.config import InferenceConfig
 from ptychopinn_plugin.commands import common
+
+_DEFAULTS = InferenceConfig()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model directory (holding wts.h5.zip) or bundle file")
     p.add_argument("data", help="scan to reconstruct")
     p.add_argument("-o", "--output", required=True, type=Path, help="output .h5 (product) or .npz")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--neighbors", type=int, default=7, help="K nearest neighbours for grouping (default 7)")
-    p.add_argument("--passes", type=int, default=1,
-                   help="predict every pattern at least this many times and average (default 1)")
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--neighbors", type=int, default=_DEFAULTS.n_nearest_neighbors,
+                   help=f"K nearest neighbours for grouping (default {_DEFAULTS.n_nearest_neighbors})")
+    p.add_argument("--passes", type=int, default=_DEFAULTS.passes,
+                   help=f"predict every pattern at least this many times and average (default {_DEFAULTS.passes})")
     common.add_data_options(p)
     p.set_defaults(func=run)
 

@@ -9,20 +9,24 @@ from ptycho.npz_io import save_scan_npz
 from ptycho.scan import ScanData
 from ptycho.simulate import OBJECT_KINDS, PROBE_KINDS, SCAN_KINDS, SimulationConfig, simulate
 
+_DEFAULTS = SimulationConfig()
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("simulate", help="simulate a scan with ground truth (reference NPZ)",
                               description=__doc__)
     p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
-    p.add_argument("--object", default="lines",
+    p.add_argument("--object", default=_DEFAULTS.object_kind,
                    help=f"object: one of {', '.join(k for k in OBJECT_KINDS if k != 'image')}, or a PNG file")
-    p.add_argument("--N", type=int, default=64, help="pattern size in pixels (default 64)")
-    p.add_argument("--n-images", type=int, default=1000, help="number of scan positions (default 1000)")
-    p.add_argument("--nphotons", type=float, default=1e9, help="mean photons per pattern (default 1e9); 0 = no noise")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--N", type=int, default=_DEFAULTS.N, help=f"pattern size in pixels (default {_DEFAULTS.N})")
+    p.add_argument("--n-images", type=int, default=_DEFAULTS.n_images,
+                   help=f"number of scan positions (default {_DEFAULTS.n_images})")
+    p.add_argument("--nphotons", type=float, default=_DEFAULTS.nphotons,
+                   help=f"mean photons per pattern (default {_DEFAULTS.nphotons:g}); 0 = no noise")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     p.add_argument("--step", type=float, default=None, help="scan step in pixels (default N/10)")
-    p.add_argument("--scan", choices=SCAN_KINDS, default="jittered")
-    p.add_argument("--probe", choices=[k for k in PROBE_KINDS if k != "array"], default="disk")
+    p.add_argument("--scan", choices=SCAN_KINDS, default=_DEFAULTS.scan_kind)
+    p.add_argument("--probe", choices=[k for k in PROBE_KINDS if k != "array"], default=_DEFAULTS.probe_kind)
     p.set_defaults(func=run)
 
 
