@@ -16,8 +16,6 @@ import numpy as np
 from ptycho.config.config import InferenceConfig
 from ptychopinn_plugin.commands import common
 
-_DEFAULTS = InferenceConfig()
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("infer", help="reconstruct a scan with a trained model", description=__doc__,
@@ -25,11 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model directory (holding wts.h5.zip) or bundle file")
     p.add_argument("data", help="scan to reconstruct")
     p.add_argument("-o", "--output", required=True, type=Path, help="output .h5 (product) or .npz")
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    p.add_argument("--neighbors", type=int, default=_DEFAULTS.n_nearest_neighbors,
-                   help=f"K nearest neighbours for grouping (default {_DEFAULTS.n_nearest_neighbors})")
-    p.add_argument("--passes", type=int, default=_DEFAULTS.passes,
-                   help=f"predict every pattern at least this many times and average (default {_DEFAULTS.passes})")
+    p.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size)
+    p.add_argument("--neighbors", type=int, default=InferenceConfig.n_nearest_neighbors,
+                   help=f"K nearest neighbours for grouping (default {InferenceConfig.n_nearest_neighbors})")
+    p.add_argument("--passes", type=int, default=InferenceConfig.passes,
+                   help="predict every pattern at least this many times and average "
+                        f"(default {InferenceConfig.passes})")
     common.add_data_options(p)
     p.set_defaults(func=run)
 

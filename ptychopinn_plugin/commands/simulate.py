@@ -9,24 +9,23 @@ from ptycho.npz_io import save_scan_npz
 from ptycho.scan import ScanData
 from ptycho.simulate import OBJECT_KINDS, PROBE_KINDS, SCAN_KINDS, SimulationConfig, simulate
 
-_DEFAULTS = SimulationConfig()
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("simulate", help="simulate a scan with ground truth (reference NPZ)",
                               description=__doc__)
     p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
-    p.add_argument("--object", default=_DEFAULTS.object_kind,
+    p.add_argument("--object", default=SimulationConfig.object_kind,
                    help=f"object: one of {', '.join(k for k in OBJECT_KINDS if k != 'image')}, or a PNG file")
-    p.add_argument("--N", type=int, default=_DEFAULTS.N, help=f"pattern size in pixels (default {_DEFAULTS.N})")
-    p.add_argument("--n-images", type=int, default=_DEFAULTS.n_images,
-                   help=f"number of scan positions (default {_DEFAULTS.n_images})")
-    p.add_argument("--nphotons", type=float, default=_DEFAULTS.nphotons,
-                   help=f"mean photons per pattern (default {_DEFAULTS.nphotons:g}); 0 = no noise")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--N", type=int, default=SimulationConfig.N,
+                   help=f"pattern size in pixels (default {SimulationConfig.N})")
+    p.add_argument("--n-images", type=int, default=SimulationConfig.n_images,
+                   help=f"number of scan positions (default {SimulationConfig.n_images})")
+    p.add_argument("--nphotons", type=float, default=SimulationConfig.nphotons,
+                   help=f"mean photons per pattern (default {SimulationConfig.nphotons:g}); 0 = no noise")
+    p.add_argument("--seed", type=int, default=SimulationConfig.seed)
     p.add_argument("--step", type=float, default=None, help="scan step in pixels (default N/10)")
-    p.add_argument("--scan", choices=SCAN_KINDS, default=_DEFAULTS.scan_kind)
-    p.add_argument("--probe", choices=[k for k in PROBE_KINDS if k != "array"], default=_DEFAULTS.probe_kind)
+    p.add_argument("--scan", choices=SCAN_KINDS, default=SimulationConfig.scan_kind)
+    p.add_argument("--probe", choices=[k for k in PROBE_KINDS if k != "array"], default=SimulationConfig.probe_kind)
     p.set_defaults(func=run)
 
 
