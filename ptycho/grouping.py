@@ -189,6 +189,13 @@ def cover_positions(positions: np.ndarray, gridsize: int, *, n_neighbors: int = 
     return Groups.from_indices(positions, np.stack(groups))
 
 
+def concatenate_groups(first: Groups, second: Groups) -> Groups:
+    """The groups of `first`, then those of `second` (their member indices must index the same positions)."""
+    return Groups(np.concatenate([first.indices, second.indices]),
+                  np.concatenate([first.global_offsets, second.global_offsets]),
+                  np.concatenate([first.local_offsets, second.local_offsets]))
+
+
 def as_positions(positions: np.ndarray) -> np.ndarray:
     """Validate positions of shape (..., 2) holding object-pixel (x, y); returns them as float64."""
     positions = np.asarray(positions)

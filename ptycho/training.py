@@ -24,9 +24,10 @@ from ptycho import backend, physics
 from ptycho.batches import GroupedBatches
 from ptycho.config.config import ConfigError, TrainingConfig
 from ptycho.datasource import ScanSource, mean_counts_per_pattern, open_source
-from ptycho.grouping import Groups, group_positions
+from ptycho.grouping import Groups, concatenate_groups, group_positions
 from ptycho.networks import ModelSpec, build_model
 from ptycho.scan import ScanData
+from ptycho.synthetic import with_synthetic_patterns
 
 logger = logging.getLogger("ptychopinn")
 
@@ -139,13 +140,16 @@ INITIAL_OBJECT_AMPLITUDE = 0.5
 range, so the learned amplitudes start where the activation has gradient (not saturated at 1)."""
 
 
-def model_spec_for(source: ScanSource, config: TrainingConfig, groups: Groups) -> ModelSpec:
+def model_spec_for(source: ScanSource, config: TrainingConfig, groups: Groups,
+                   mean_counts: float | None = None) -> ModelSpec:
     """Measure the data-dependent parts of a model: input scale, intensity scale, canvas size.
 
     The intensity scale starts at sqrt(mean counts per pattern / sum |probe|^2) / 0.5: the value
     that makes an object of amplitude INITIAL_OBJECT_AMPLITUDE explain the measured counts.
+    mean_counts: the source's mean counts per pattern if already known (else read from it).
     """
-    mean_counts = mean_counts_per_pattern(source)
+    if mean_counts is None:
+        mean_counts = mean_counts_per_pattern(source)
     if not mean_counts > 0:
         raise ValueError(f"{source.source}: 'diff3d': all diffraction patterns are empty (no counts)")
     probe_energy = float(np.sum(np.abs(source.probe.astype(np.complex128)) ** 2))
@@ -190,7 +194,15 @@ def train(
     groups = group_positions(source.positions, config.model.gridsize, n_neighbors=config.n_nearest_neighbors + 1,
                              groups_per_position=config.groups_per_position, seed=config.seed)
     train_groups, val_groups = _split(groups, config.validation_fraction, config.seed)
-    spec = model_spec_for(source, config, groups)
+    n_measured, mean_counts = source.n_patterns, mean_counts_per_pattern(source)
+    if config.synthetic_patterns:  # validation stays measured-only
+        source, synthetic_groups = with_synthetic_patterns(
+            source, n_patterns=config.synthetic_patterns, object_kind=config.synthetic_object,
+            mean_counts=mean_counts, gridsize=config.model.gridsize, n_neighbors=config.n_nearest_neighbors + 1,
+            groups_per_position=config.groups_per_position, seed=config.seed)
+        train_groups = concatenate_groups(train_groups, synthetic_groups)
+        groups = concatenate_groups(groups, synthetic_groups)
+    spec = model_spec_for(source, config, groups, mean_counts)
     model = build_model(spec, probe_trainable=config.probe_trainable,
                         intensity_scale_trainable=config.intensity_scale_trainable)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_losses(config),
@@ -218,7 +230,8 @@ def train(
         "train_seconds": seconds,
         "first_step_seconds": progress.first_step_seconds,
         "epochs_run": len(trained.history.get("loss", [])),
-        "n_patterns": source.n_patterns,
+        "n_patterns": n_measured,
+        "n_synthetic_patterns": config.synthetic_patterns,
         "n_train_groups": train_groups.n_groups,
         "n_validation_groups": 0 if val_groups is None else val_groups.n_groups,
         "training_data": str(source.source),

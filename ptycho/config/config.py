@@ -21,6 +21,8 @@ AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 NETWORK_LAYOUTS = ("per_pattern", "stacked")
 DECODER_BLOCKS = ("conv_upsample", "upsample_conv")
 LOSSES = ("nll", "mae")
+SYNTHETIC_OBJECTS = ("grf", "lines", "points")
+"""Generated objects TrainingConfig.synthetic_object may name (`ptycho.simulate` kinds); else a PNG path."""
 
 
 class ConfigError(ValueError):
@@ -110,6 +112,9 @@ class TrainingConfig:
     nphotons: only used by the simulator; the intensity scale is always measured from the data.
     n_nearest_neighbors / groups_per_position: grouping (K neighbours besides the anchor, so
         K + 1 >= gridsize**2; and groups anchored at each scan position).
+    synthetic_patterns / synthetic_object: add this many training patterns of a generated object
+        ('grf', 'lines', 'points') or of a PNG image (a path), simulated through the scan's own probe
+        at its mean counts and scan step (`ptycho.synthetic`; PINN without real-space loss only).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -131,6 +136,8 @@ class TrainingConfig:
     early_stopping_patience: int | None = None
     n_nearest_neighbors: int = 7
     groups_per_position: int = 1
+    synthetic_patterns: int = 0
+    synthetic_object: str = "grf"
     seed: int = 0
 
     def validate(self) -> TrainingConfig:
@@ -149,7 +156,23 @@ class TrainingConfig:
             raise ConfigError(f"TrainingConfig.learning_rate: expected > 0, got {self.learning_rate}")
         _check_range("TrainingConfig.groups_per_position", self.groups_per_position, 1, 1000)
         check_neighbors(self.n_nearest_neighbors, self.model.gridsize)
+        self._validate_synthetic()
         return self
+
+    def _validate_synthetic(self) -> None:
+        _check_range("TrainingConfig.synthetic_patterns", self.synthetic_patterns, 0, 10**7)
+        if not self.synthetic_patterns:
+            return
+        if self.synthetic_patterns < self.model.n_channels:
+            raise ConfigError(f"TrainingConfig.synthetic_patterns: expected 0 or at least gridsize**2 = "
+                              f"{self.model.n_channels} (one group), got {self.synthetic_patterns}")
+        if self.model.model_type != "pinn" or self.realspace_weight_total > 0:
+            raise ConfigError("TrainingConfig.synthetic_patterns: synthetic patterns train the PINN through its "
+                              "physics; the supervised model and the real-space loss need ground truth of the "
+                              "measured scan (set synthetic_patterns=0)")
+        if self.synthetic_object not in SYNTHETIC_OBJECTS and not Path(self.synthetic_object).is_file():
+            raise ConfigError(f"TrainingConfig.synthetic_object: expected one of {SYNTHETIC_OBJECTS} or the path of "
+                              f"a PNG image, got {self.synthetic_object!r} (no such file)")
 
     @property
     def realspace_weight_total(self) -> float:
