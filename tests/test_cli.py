@@ -64,9 +64,13 @@ def test_train_defaults_are_the_configuration_defaults():
     for name in ("model_type", "gridsize", "n_filters_scale", "network_layout", "decoder_block"):
         assert getattr(model, name) == getattr(defaults, name), name
     training = TrainingConfig(model=defaults)
-    for name in ("batch_size", "learning_rate", "seed", "nll_weight", "mae_weight"):
+    for name in ("batch_size", "learning_rate", "seed", "nll_weight", "mae_weight", "synthetic_patterns",
+                 "synthetic_object"):
         assert getattr(config, name) == getattr(training, name), name
     assert config.nepochs == 30
+    options = ["--synthetic-patterns", "64", "--synthetic-object", "lines"]
+    config = training_config(build_parser().parse_args(["train", "scan.npz", "-o", "model", *options]))
+    assert (config.synthetic_patterns, config.synthetic_object) == (64, "lines")
 
 
 def test_infer_and_simulate_defaults_are_the_configuration_defaults():
@@ -111,6 +115,9 @@ def test_infer_then_evaluate(workdir, scan_file, model_dir, suffix, capsys):
     (["infer", "{model}", "{scan}", "-o", "{nodir}/x.h5"], "does not exist"),
     (["evaluate", "{garbage}", "--truth", "{scan}"], "object"),
     (["simulate", "-o", "{out}.npz", "--object", "nonsense"], "--object"),
+    (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--synthetic-object", "nonsense"],
+     "synthetic_object"),
+    (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--model", "supervised"], "synthetic_patterns"),
 ])
 def test_bad_input_is_one_line_with_status_2_and_no_output(workdir, scan_file, model_dir, capsys, argv, message):
     garbage = workdir / "garbage.npz"

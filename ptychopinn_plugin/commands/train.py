@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from ptycho.atomic import atomic_output
-from ptycho.config.config import DECODER_BLOCKS, LOSSES, MODEL_TYPES, NETWORK_LAYOUTS, ModelConfig, TrainingConfig
+from ptycho.config.config import (DECODER_BLOCKS, LOSSES, MODEL_TYPES, NETWORK_LAYOUTS, SYNTHETIC_OBJECTS, ModelConfig,
+                                  TrainingConfig)
 from ptychopinn_plugin import figures
 from ptychopinn_plugin.commands import common
 
@@ -36,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs without validation improvement")
+    p.add_argument("--synthetic-patterns", type=int, default=TrainingConfig.synthetic_patterns, metavar="COUNT",
+                   help="PINN: add COUNT training patterns of a generated object simulated through the scan's own "
+                        "probe at its counts and step (helps a small scan generalise; docs/quality.md)")
+    p.add_argument("--synthetic-object", default=TrainingConfig.synthetic_object, metavar="KIND|PNG",
+                   help=f"object of the synthetic patterns: one of {', '.join(SYNTHETIC_OBJECTS)} or a PNG image")
     p.add_argument("--seed", type=int, default=TrainingConfig.seed)
     common.add_data_options(p)
     p.set_defaults(func=run)
@@ -47,18 +53,24 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
                           network_layout=args.network_layout, decoder_block=args.decoder_block),
         nepochs=args.epochs, batch_size=args.batch_size,
         nll_weight=1.0 if args.loss == "nll" else 0.0, mae_weight=1.0 if args.loss == "mae" else 0.0,
-        learning_rate=args.learning_rate, early_stopping_patience=args.early_stopping, seed=args.seed,
+        learning_rate=args.learning_rate, early_stopping_patience=args.early_stopping,
+        synthetic_patterns=args.synthetic_patterns, synthetic_object=args.synthetic_object, seed=args.seed,
         output_dir=args.output)
 
 
 def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bool = False, quiet: bool = False):
     """Train and write the bundle, loss curve and history into `output`; returns the TrainedModel."""
     from ptycho.bundle import save_bundle
+    from ptycho.datasource import open_source
     from ptycho.training import train
 
-    output.mkdir(parents=True, exist_ok=True)
+    source = open_source(data, stream=stream)
+    if config.model.N == 0:
+        config.model.N = source.N
+    config.validate()  # bad settings fail before the progress bar appears
     with common.epoch_progress(config.nepochs, disable=quiet) as on_epoch:
-        model = train(data, config, on_epoch=on_epoch, stream=stream)
+        model = train(source, config, on_epoch=on_epoch)
+    output.mkdir(parents=True, exist_ok=True)  # only now: bad input or a failed training leaves nothing
     save_bundle(model, output)
     figures.loss_curve(model.history, output / "loss.png")
     with atomic_output(output / "history.json") as tmp:
