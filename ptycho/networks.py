@@ -334,7 +334,14 @@ def single_pattern_twin(keras_model: keras.Model, spec: ModelSpec) -> keras.Mode
     merge is not applied)."""
     config = replace(spec.config, gridsize=1)
     twin = build_model(replace(spec, config=config, canvas_size=config.N))
-    source = {variable.path: variable for variable in keras_model.weights}
-    for variable in twin.weights:
-        variable.assign(source[variable.path])
+    copy_weights(keras_model, twin)
     return twin
+
+
+def copy_weights(source: keras.Model, target: keras.Model, *, skip: tuple[str, ...] = ()) -> None:
+    """Assign every weight of `target` the value of `source`'s weight of the same path (a model built
+    from the same ModelConfig has the same paths), except the paths in `skip`."""
+    values = {variable.path: variable for variable in source.weights}
+    for variable in target.weights:
+        if variable.path not in skip:
+            variable.assign(values[variable.path])

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import keras
@@ -25,7 +25,7 @@ from ptycho.batches import GroupedBatches
 from ptycho.config.config import ConfigError, TrainingConfig
 from ptycho.datasource import ScanSource, mean_counts_per_pattern, open_source
 from ptycho.grouping import Groups, concatenate_groups, group_positions
-from ptycho.networks import ModelSpec, build_model
+from ptycho.networks import ModelSpec, build_model, copy_weights
 from ptycho.scan import ScanData
 from ptycho.synthetic import with_synthetic_patterns
 
@@ -165,6 +165,24 @@ def model_spec_for(source: ScanSource, config: TrainingConfig, groups: Groups,
     )
 
 
+def check_training_inputs(source: ScanSource, config: TrainingConfig, initial: TrainedModel | None = None) -> None:
+    """Validate a training run before it starts (`train` calls it; callers may call it earlier, e.g. before
+    showing progress). Sets config.model.N from the initial model or the data when it is 0; raises
+    ConfigError naming the field for an invalid setting, patterns of another size than the model's, or
+    (with `initial`) a model configuration other than the initial model's."""
+    if config.model.N == 0:
+        config.model.N = (initial.config if initial is not None else source).N
+    if config.model.N != source.N:
+        raise ConfigError(f"{source.source}: 'diff3d': the model expects {config.model.N} x {config.model.N} "
+                          f"patterns, the data have {source.N} x {source.N}")
+    config.validate()
+    if initial is not None and config.model != initial.config:
+        differing = [f.name for f in fields(config.model)
+                     if getattr(config.model, f.name) != getattr(initial.config, f.name)]
+        raise ConfigError(f"TrainingConfig.model: expected the initial model's configuration, "
+                          f"got a different {', '.join(differing)}")
+
+
 def train(
     data: ScanData | ScanSource | str,
     config: TrainingConfig,
@@ -172,20 +190,19 @@ def train(
     on_epoch: Callable[[EpochReport], None] | None = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     stream: bool = False,
+    initial: TrainedModel | None = None,
 ) -> TrainedModel:
     """Train a PINN (no ground truth needed) or the supervised baseline on one scan.
 
     data: a ScanData, a ScanSource, or a path (a .h5 scan or, with stream, an uncompressed .npz is
         read batch by batch). Groups are made from positions only; a random `validation_fraction`
         of them is held out for validation (monitored for learning-rate reduction/early stopping).
+    initial: continue training this model (fine-tuning, e.g. on a new scan): config.model must equal
+        its configuration (N may be 0); its network weights, input scale and learned intensity scale
+        are the starting point, and the physics uses the probe of `data`.
     """
     source = open_source(data, stream=stream)
-    if config.model.N == 0:
-        config.model.N = source.N
-    if config.model.N != source.N:
-        raise ConfigError(f"{source.source}: 'diff3d': the model expects {config.model.N} x {config.model.N} "
-                          f"patterns, the data have {source.N} x {source.N}")
-    config.validate()
+    check_training_inputs(source, config, initial)
     model_type = config.model.model_type
     targets = "supervised" if model_type == "supervised" else (
         "realspace" if config.realspace_weight_total > 0 else "pinn")
@@ -203,8 +220,13 @@ def train(
         train_groups = concatenate_groups(train_groups, synthetic_groups)
         groups = concatenate_groups(groups, synthetic_groups)
     spec = model_spec_for(source, config, groups, mean_counts)
+    if initial is not None:  # the initial model's scales; a canvas that holds both scans' groups
+        spec = replace(initial.spec, probe=spec.probe,
+                                   canvas_size=max(spec.canvas_size, initial.spec.canvas_size))
     model = build_model(spec, probe_trainable=config.probe_trainable,
                         intensity_scale_trainable=config.intensity_scale_trainable)
+    if initial is not None:
+        copy_weights(initial.keras_model, model, skip=("physics/probe",))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_losses(config),
                   loss_weights=_loss_weights(config), jit_compile=True)
 
@@ -232,6 +254,7 @@ def train(
         "epochs_run": len(trained.history.get("loss", [])),
         "n_patterns": n_measured,
         "n_synthetic_patterns": config.synthetic_patterns,
+        "initial_model_data": None if initial is None else initial.summary.get("training_data", "unknown"),
         "n_train_groups": train_groups.n_groups,
         "n_validation_groups": 0 if val_groups is None else val_groups.n_groups,
         "training_data": str(source.source),

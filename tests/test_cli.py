@@ -56,6 +56,16 @@ def test_train_writes_bundle_loss_curve_and_history(model_dir):
     assert history["history"]["loss"] == manifest["history"]["loss"]
 
 
+def test_train_init_fine_tunes_a_model_with_its_own_configuration(workdir, scan_file, model_dir):
+    out = workdir / "fine-tuned"
+    assert main(["train", str(scan_file), "-o", str(out), "--init", str(model_dir), "--epochs", "1",
+                 "--gridsize", "2"]) == 0  # a model option that agrees with the initial model is fine
+    initial, tuned = read_manifest(model_dir / "wts.h5.zip"), read_manifest(out / "wts.h5.zip")
+    assert tuned["model"] == initial["model"] and tuned["model"]["network_layout"] == "stacked"
+    assert len(tuned["history"]["loss"]) == 1
+    assert tuned["training_summary"]["initial_model_data"] == initial["training_summary"]["training_data"]
+
+
 def test_train_defaults_are_the_configuration_defaults():
     """`ptychopinn train` without options trains what TrainingConfig/ModelConfig describe, except the
     command line's documented 30 epochs."""
@@ -118,6 +128,8 @@ def test_infer_then_evaluate(workdir, scan_file, model_dir, suffix, capsys):
     (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--synthetic-object", "nonsense"],
      "synthetic_object"),
     (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--model", "supervised"], "synthetic_patterns"),
+    (["train", "{scan}", "-o", "{out}", "--init", "{model}", "--gridsize", "1"], "--gridsize 1: the initial model"),
+    (["train", "{scan}", "-o", "{out}", "--init", "{garbage}"], "not a model bundle"),
 ])
 def test_bad_input_is_one_line_with_status_2_and_no_output(workdir, scan_file, model_dir, capsys, argv, message):
     garbage = workdir / "garbage.npz"

@@ -242,6 +242,27 @@ def test_reconstruct_reuses_its_compiled_predictor_and_follows_weight_changes(li
     np.testing.assert_allclose(changed, fresh, atol=1e-6)
 
 
+def test_fine_tuning_starts_from_the_initial_model_and_uses_the_new_probe(trained_pinn):
+    other_probe = SimulationConfig(N=32, n_images=200, step=3.0, nphotons=1e6, seed=5, probe_defocus=2.0)
+    new_scan = simulate(other_probe)  # another object, another probe
+    config = lambda **kw: _pinn_config(validation_fraction=0, **kw)  # noqa: E731
+    frozen = train(new_scan, config(nepochs=1, learning_rate=1e-12), initial=trained_pinn)
+    peak = np.abs(new_scan.probe).max()  # the physics uses the new scan's probe (denormals flush to 0)
+    np.testing.assert_allclose(frozen.probe, new_scan.probe, rtol=1e-6, atol=1e-30 * peak)
+    assert frozen.intensity_scale == pytest.approx(trained_pinn.intensity_scale, rel=1e-6)
+    grid = (new_scan.object.shape, (0.0, 0.0))
+    np.testing.assert_allclose(reconstruct(frozen, new_scan, grid=grid).object,
+                               reconstruct(trained_pinn, new_scan, grid=grid).object, atol=1e-5)
+    tuned = train(new_scan, config(nepochs=2), initial=trained_pinn)
+    scratch = train(new_scan, config(nepochs=2))
+    print("fine-tuned", tuned.history["loss"], "from scratch", scratch.history["loss"])
+    assert tuned.history["loss"][0] < 0.5 * scratch.history["loss"][0]
+    assert tuned.history["loss"][-1] < scratch.history["loss"][-1]
+    assert tuned.summary["initial_model_data"] == trained_pinn.summary["training_data"]
+    with pytest.raises(ConfigError, match="initial model's configuration.*gridsize"):
+        train(new_scan, TrainingConfig(model=ModelConfig(N=32, gridsize=1, n_filters_scale=1)), initial=trained_pinn)
+
+
 def test_two_builds_with_different_n_and_gridsize_in_one_process(lines_scan):
     small = simulate(SimulationConfig(N=64, n_images=40, step=8.0, nphotons=1e6, seed=3))
     m64 = train(small, TrainingConfig(model=ModelConfig(N=64, gridsize=1, n_filters_scale=1), nepochs=1,

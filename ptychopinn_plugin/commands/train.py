@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ptycho.atomic import atomic_output
-from ptycho.config.config import (DECODER_BLOCKS, LOSSES, MODEL_TYPES, NETWORK_LAYOUTS, SYNTHETIC_OBJECTS, ModelConfig,
-                                  TrainingConfig)
+from ptycho.config.config import (DECODER_BLOCKS, LOSSES, MODEL_TYPES, NETWORK_LAYOUTS, SYNTHETIC_OBJECTS,
+                                  ConfigError, ModelConfig, TrainingConfig)
 from ptychopinn_plugin import figures
 from ptychopinn_plugin.commands import common
 
@@ -23,17 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="scan to train on")
     p.add_argument("-o", "--output", required=True, type=Path, help="model directory (created)")
-    p.add_argument("--model", choices=MODEL_TYPES, default=ModelConfig.model_type)
-    p.add_argument("--gridsize", type=int, default=ModelConfig.gridsize)
+    p.add_argument("--model", choices=MODEL_TYPES, help=f"default {ModelConfig.model_type}")
+    p.add_argument("--gridsize", type=int, help=f"default {ModelConfig.gridsize}")
     p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     p.add_argument("--loss", choices=LOSSES, default="nll", help="PINN loss: Poisson NLL or amplitude MAE")
-    p.add_argument("--n-filters-scale", type=int, default=ModelConfig.n_filters_scale)
-    p.add_argument("--network-layout", choices=NETWORK_LAYOUTS, default=ModelConfig.network_layout,
+    p.add_argument("--n-filters-scale", type=int, help=f"default {ModelConfig.n_filters_scale}")
+    p.add_argument("--network-layout", choices=NETWORK_LAYOUTS,
                    help="gridsize > 1: one shared network per pattern (better) or the group's patterns "
-                        "stacked as channels (faster)")
-    p.add_argument("--decoder-block", choices=DECODER_BLOCKS, default=ModelConfig.decoder_block,
-                   help="convolve then upsample (default, faster) or upsample then convolve")
+                        f"stacked as channels (faster); default {ModelConfig.network_layout}")
+    p.add_argument("--decoder-block", choices=DECODER_BLOCKS,
+                   help="convolve then upsample (faster) or upsample then convolve; default "
+                        f"{ModelConfig.decoder_block}")
+    p.add_argument("--init", type=Path, metavar="MODEL_DIR",
+                   help="start from this trained model (fine-tuning, e.g. on a new scan); the model options "
+                        "are its own")
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs without validation improvement")
@@ -47,29 +52,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def training_config(args: argparse.Namespace) -> TrainingConfig:
+MODEL_OPTIONS = {"model": "model_type", "gridsize": "gridsize", "n_filters_scale": "n_filters_scale",
+                 "network_layout": "network_layout", "decoder_block": "decoder_block"}
+"""Command-line model options and the ModelConfig fields they set."""
+
+
+def training_config(args: argparse.Namespace, initial: ModelConfig | None = None) -> TrainingConfig:
+    """The run's configuration: the model options given override ModelConfig's defaults, or, with an
+    initial model, must agree with its configuration (ConfigError naming the option otherwise)."""
+    given = {field: getattr(args, option) for option, field in MODEL_OPTIONS.items()
+             if getattr(args, option) is not None}
+    if initial is None:
+        model = replace(ModelConfig(N=0), **given)
+    else:
+        for option, field in MODEL_OPTIONS.items():
+            if field in given and given[field] != getattr(initial, field):
+                raise ConfigError(f"--{option.replace('_', '-')} {given[field]}: the initial model (--init) has "
+                                  f"{field} {getattr(initial, field)}")
+        model = replace(initial)
     return TrainingConfig(
-        model=ModelConfig(N=0, gridsize=args.gridsize, n_filters_scale=args.n_filters_scale, model_type=args.model,
-                          network_layout=args.network_layout, decoder_block=args.decoder_block),
-        nepochs=args.epochs, batch_size=args.batch_size,
+        model=model, nepochs=args.epochs, batch_size=args.batch_size,
         nll_weight=1.0 if args.loss == "nll" else 0.0, mae_weight=1.0 if args.loss == "mae" else 0.0,
         learning_rate=args.learning_rate, early_stopping_patience=args.early_stopping,
         synthetic_patterns=args.synthetic_patterns, synthetic_object=args.synthetic_object, seed=args.seed,
         output_dir=args.output)
 
 
-def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bool = False, quiet: bool = False):
-    """Train and write the bundle, loss curve and history into `output`; returns the TrainedModel."""
+def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bool = False, quiet: bool = False,
+                       initial=None):
+    """Train (from the TrainedModel `initial`, if given) and write the bundle, loss curve and history
+    into `output`; returns the TrainedModel."""
     from ptycho.bundle import save_bundle
     from ptycho.datasource import open_source
-    from ptycho.training import train
+    from ptycho.training import check_training_inputs, train
 
     source = open_source(data, stream=stream)
-    if config.model.N == 0:
-        config.model.N = source.N
-    config.validate()  # bad settings fail before the progress bar appears
+    check_training_inputs(source, config, initial)  # bad settings fail before the progress bar appears
     with common.epoch_progress(config.nepochs, disable=quiet) as on_epoch:
-        model = train(source, config, on_epoch=on_epoch)
+        model = train(source, config, on_epoch=on_epoch, initial=initial)
     output.mkdir(parents=True, exist_ok=True)  # only now: bad input or a failed training leaves nothing
     save_bundle(model, output)
     figures.loss_curve(model.history, output / "loss.png")
@@ -79,9 +99,14 @@ def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bo
 
 
 def run(args: argparse.Namespace) -> int:
-    config = training_config(args)
+    initial = None
+    if args.init is not None:
+        from ptycho.bundle import load_bundle
+
+        initial = load_bundle(args.init)
+    config = training_config(args, None if initial is None else initial.config)
     data = common.open_data(args.data, stream=args.stream)
-    model = train_to_directory(data, config, args.output, stream=args.stream)
+    model = train_to_directory(data, config, args.output, stream=args.stream, initial=initial)
     losses = model.history.get("loss", [])
     print(f"wrote {args.output / 'wts.h5.zip'} ({len(losses)} epochs, final loss {losses[-1]:.5g}, "
           f"{model.summary['train_seconds']:.1f} s) and {args.output / 'loss.png'}")
