@@ -18,8 +18,10 @@ and the GPU runner (bench/device_quality.sh): docs/quality.md.
 
 --set KEY=VALUE sets any other TrainingConfig or ModelConfig field (e.g. --set pad_object=false).
 --score-epochs 20,60 also scores each model at the end of those epochs (logged as training goes on;
-the run's `epoch_scores`); --figures DIR writes each run's held-out comparison figure. Each run is
-printed to stderr as one JSON line as soon as it ends; the whole report goes to stdout at the end.
+the run's `epoch_scores`); --figures DIR writes each run's held-out comparison figure. --fine-tune-epochs K then fine-tunes each
+PINN on the held-out half's own diffraction (self-supervised: no ground truth) for K epochs and scores
+it again (the run's `fine_tuned`). Each run is printed to stderr as one JSON line as soon as it ends;
+the whole report goes to stdout at the end.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from ptycho.config.config import ModelConfig, TrainingConfig
 from ptycho.npz_io import load_scan_npz
 from ptycho.scan import ScanData
 from ptycho.simulate import SimulationConfig, simulate
-from ptychopinn_plugin.studies.common import METRIC_KEYS, HeldOutSplit, split_top_bottom, train_and_score
+from ptychopinn_plugin.studies.common import METRIC_KEYS, HeldOutSplit, score, split_top_bottom, train_and_score
 
 SHARED = Path(os.environ.get("PTYCHOPINN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -101,7 +103,22 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
            **_rounded({k: record[k] for k in keys})}
     if "epoch_scores" in record:
         run["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
+    if args.fine_tune_epochs and model_type == "pinn":  # on the measured patterns only
+        tuning = replace(config, nepochs=args.fine_tune_epochs, synthetic_patterns=0)
+        run["fine_tuned"] = _rounded(fine_tuned_scores(split, trained.model, tuning))
     return run
+
+
+def fine_tuned_scores(split: HeldOutSplit, model, config: TrainingConfig) -> dict[str, Any]:
+    """Fine-tune `model` on the held-out scan's own diffraction for config.nepochs (no ground truth) and
+    score its reconstruction of the held-out region: {'epochs', 'train_seconds', *METRIC_KEYS}."""
+    from ptycho.inference import reconstruct
+    from ptycho.training import train
+
+    tuned = train(split.test, config, initial=model)
+    obj = reconstruct(tuned, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
+    return {"epochs": int(tuned.summary["epochs_run"]), "train_seconds": float(tuned.summary["train_seconds"]),
+            **score(obj, split.test.object, split.region)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score-epochs", type=lambda text: sorted({int(e) for e in text.split(",")}), default=None,
                         help="comma-separated epochs at which every model is also scored")
     parser.add_argument("--figures", help="folder for each run's held-out comparison figure")
+    parser.add_argument("--fine-tune-epochs", type=int, default=0, metavar="K",
+                        help="then fine-tune each PINN on the held-out half's own diffraction for K epochs and score it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("ptychopinn").setLevel(logging.INFO)  # per-epoch losses and scores, as they come

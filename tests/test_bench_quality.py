@@ -19,7 +19,7 @@ def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) ->
     run = subprocess.run([sys.executable, str(BENCH), "--datasets", "simulated", "--models", "pinn", "--gridsizes", "1",
                           "--epochs", "2", "--score-epochs", "1,2", "--n-images", "700", "--N", "32", "--step", "3",
                           "--n-train", "64", "--n-filters-scale", "1", "--set", "learning_rate=5e-4",
-                          "--set", "probe_big=false", "--figures", str(figures)],
+                          "--set", "probe_big=false", "--figures", str(figures), "--fine-tune-epochs", "1"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)
@@ -32,6 +32,9 @@ def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) ->
     for key in ("amp_ssim", "phase_ssim", "amp_frc50", "phase_frc50"):
         assert result["epoch_scores"][-1][key] == result[key]  # the last epoch's model is the final model
         assert -1 <= result[key] <= 1
+    tuned = result["fine_tuned"]  # fine-tuned on the held-out half's own diffraction, scored again
+    assert tuned["epochs"] == 1 and tuned["train_seconds"] > 0 and -1 <= tuned["amp_ssim"] <= 1
+    assert tuned["phase_ssim"] != result["phase_ssim"]
     assert "epoch 1 held-out scores" in run.stderr and "epoch 2 held-out scores" in run.stderr
     image = mpl_image.imread(figures / "simulated_pinn_g1.png")
     assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0.05

@@ -74,8 +74,8 @@ def split_top_bottom(scan: ScanData, n_train: int | None = None) -> HeldOutSplit
 class TrainedRun:
     """A trained model's reconstruction of a scan: object complex64 (H, W) on the scan's object grid,
     weights float64 (H, W) coverage, probe complex64 (N, N) and intensity scale of the model (the
-    predicted amplitude is intensity_scale * |F(probe * patch)|), wall times in seconds, and, when
-    asked for, the scores of the model after each epoch (see `train_and_reconstruct`)."""
+    predicted amplitude is intensity_scale * |F(probe * patch)|), wall times in seconds, when asked
+    for, the scores of the model after each epoch (see `train_and_reconstruct`), and the model."""
 
     object: np.ndarray
     weights: np.ndarray
@@ -85,6 +85,7 @@ class TrainedRun:
     reconstruct_seconds: float
     epochs_run: int
     epoch_scores: list[dict[str, float]] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)  # the ptycho.training.TrainedModel
 
 
 def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig, *,
@@ -124,7 +125,7 @@ def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: Tra
                       intensity_scale=model.intensity_scale,
                       train_seconds=float(model.summary["train_seconds"]) - scoring_seconds,
                       reconstruct_seconds=float(result.timings["total_seconds"]),
-                      epochs_run=int(model.summary["epochs_run"]), epoch_scores=epoch_scores)
+                      epochs_run=int(model.summary["epochs_run"]), epoch_scores=epoch_scores, model=model)
 
 
 def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.ndarray) -> dict[str, float | None]:
