@@ -6,6 +6,7 @@ patterns it has not seen, its amplitude in particular generalises poorly when th
 field by default) simulated with the measured probe, at the measured scan's mean counts per pattern
 (Poisson noise) and scan step. They go through the same physics and loss as the measured ones, need
 no ground truth, and are grouped on their own (no group mixes measured and synthetic patterns).
+They are held in memory (4 N^2 bytes each), also when the measured scan is streamed from disk.
 
 Assumption: the synthetic object transmits, on average, as much as the sample (its mean counts are
 matched to the measured ones). Generated objects have amplitude 0.5..1 and phase -1..1 rad.
