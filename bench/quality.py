@@ -92,7 +92,8 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
     config = TrainingConfig(model=ModelConfig(N=split.train.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale,
                                               model_type=model_type, **model_options),
                             nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
-    record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False)
+    record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False,
+                                      keep_model=bool(args.fine_tune_epochs))
     if args.figures:
         aligned, truth, _ = metrics.align(trained.object[split.region], split.test.object[split.region])
         name = f"{dataset}_{model_type}_g{gridsize}.png"

@@ -85,12 +85,12 @@ class TrainedRun:
     reconstruct_seconds: float
     epochs_run: int
     epoch_scores: list[dict[str, float]] = field(default_factory=list)
-    model: Any = field(default=None, repr=False)  # the ptycho.training.TrainedModel
+    model: Any = field(default=None, repr=False)  # the TrainedModel with keep_model (not picklable)
 
 
 def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig, *,
                           score_epochs: Callable[[np.ndarray], dict[str, float]] | None = None,
-                          scored_epochs: Collection[int] | None = None) -> TrainedRun:
+                          scored_epochs: Collection[int] | None = None, keep_model: bool = False) -> TrainedRun:
     """Train on one scan, reconstruct another on its object grid.
 
     reconstruct_seconds is the whole inference call (grouping, network, stitching), including the
@@ -101,6 +101,8 @@ def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: Tra
     [{'epoch': e, **scores}, ...], each also logged as it is made. An epoch whose reconstruction
     cannot be scored (an early model too poor to register to the truth: score_epochs raises
     ValueError) gets None scores. The scoring time is left out of train_seconds.
+    keep_model: also return the TrainedModel (TrainedRun.model); off by default, because the studies'
+    worker processes pickle their TrainedRun and a Keras model cannot be pickled.
     """
     from ptycho.inference import reconstruct
     from ptycho.training import EpochReport, train
@@ -125,7 +127,8 @@ def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: Tra
                       intensity_scale=model.intensity_scale,
                       train_seconds=float(model.summary["train_seconds"]) - scoring_seconds,
                       reconstruct_seconds=float(result.timings["total_seconds"]),
-                      epochs_run=int(model.summary["epochs_run"]), epoch_scores=epoch_scores, model=model)
+                      epochs_run=int(model.summary["epochs_run"]), epoch_scores=epoch_scores,
+                      model=model if keep_model else None)
 
 
 def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.ndarray) -> dict[str, float | None]:
@@ -138,7 +141,7 @@ def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.nd
 
 
 def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores: bool | Collection[int] = False,
-                    **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
+                    keep_model: bool = False, **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
     """Train on split.train, reconstruct split.test, score in split.region against the truth.
 
     epoch_scores: also score the model after every epoch (True) or after the epochs given (the
@@ -152,7 +155,7 @@ def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores
     scored_epochs = None if isinstance(epoch_scores, bool) else set(epoch_scores)
     trained = train_and_reconstruct(split.train, split.test, config,
                                     score_epochs=held_out_scores if epoch_scores else None,
-                                    scored_epochs=scored_epochs)
+                                    scored_epochs=scored_epochs, keep_model=keep_model)
     method = config.model.model_type
     loss = None if method != "pinn" else ("nll" if config.nll_weight > 0 else "mae")
     record = run_record(method, loss=loss, dose=split.test.metadata.nphotons, n_train=split.train.n_patterns,
