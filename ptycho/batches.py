@@ -10,6 +10,7 @@ import numpy as np
 from ptycho import physics
 from ptycho.datasource import ScanSource
 from ptycho.grouping import Groups
+from ptycho.symmetry import DihedralOp, augment_groups
 
 
 class GroupedBatches(keras.utils.PyDataset):
@@ -22,10 +23,12 @@ class GroupedBatches(keras.utils.PyDataset):
                   from source.object at each pattern's position (same cut as the simulator).
     The last batch is padded to the full batch size by repeating groups (one compiled shape); use
     `n_valid(index)` to drop the padding from predictions.
+    symmetries: probe symmetries (`ptycho.symmetry`); when given, each group is turned by one of them,
+    drawn at random each time it is read (exact augmentation: inputs, offsets and targets turn together).
     """
 
     def __init__(self, source: ScanSource, groups: Groups, batch_size: int, *, targets: str | None = None,
-                 shuffle: bool = False, seed: int = 0) -> None:
+                 shuffle: bool = False, seed: int = 0, symmetries: tuple[DihedralOp, ...] = ()) -> None:
         super().__init__()
         if targets in ("supervised", "realspace") and source.object is None:
             raise ValueError(f"{source.source}: 'objectGuess': ground truth is needed for {targets} training")
@@ -34,6 +37,7 @@ class GroupedBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.targets = targets
         self.shuffle = shuffle
+        self.symmetries = symmetries
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(groups.n_groups)
         if shuffle:
@@ -57,16 +61,23 @@ class GroupedBatches(keras.utils.PyDataset):
         members = self.groups.indices[ids]  # (B, C)
         n, c = self.source.N, members.shape[1]
         amplitudes = self.source.read_amplitudes(members.ravel()).reshape(len(ids), c, n, n)
-        inputs = {"diffraction": np.ascontiguousarray(amplitudes.transpose(0, 2, 3, 1)),
-                  "offsets": self.groups.local_offsets[ids].astype(np.float32)}
+        diffraction = amplitudes.transpose(0, 2, 3, 1)
+        offsets = self.groups.local_offsets[ids].astype(np.float32)
+        patches = None
+        if self.targets in ("supervised", "realspace"):
+            patches = physics.object_patches(self.source.object, self.source.positions[members.ravel()], n)
+            patches = patches.reshape(len(ids), c, n, n).transpose(0, 2, 3, 1)
+        if self.symmetries:
+            offsets, diffraction, *rest = augment_groups(self._rng, self.symmetries, offsets, diffraction,
+                                                         *([] if patches is None else [patches]))
+            patches = rest[0] if rest else None
+        inputs = {"diffraction": np.ascontiguousarray(diffraction), "offsets": offsets}
         if self.targets is None:
             return (inputs,)
         targets = {}
         if self.targets == "pinn" or self.targets == "realspace":
             targets["diffraction"] = inputs["diffraction"]
-        if self.targets in ("supervised", "realspace"):
-            patches = physics.object_patches(self.source.object, self.source.positions[members.ravel()], n)
-            patches = patches.reshape(len(ids), c, n, n).transpose(0, 2, 3, 1)
+        if patches is not None:
             targets["object_amplitude"] = np.abs(patches).astype(np.float32)
             targets["object_phase"] = np.angle(patches).astype(np.float32)
         return inputs, targets

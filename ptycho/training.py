@@ -27,6 +27,7 @@ from ptycho.datasource import ScanSource, mean_counts_per_pattern, open_source
 from ptycho.grouping import Groups, concatenate_groups, group_positions
 from ptycho.networks import ModelSpec, build_model, copy_weights
 from ptycho.scan import ScanData
+from ptycho.symmetry import DihedralOp, PROBE_SYMMETRY_RTOL, probe_symmetries
 from ptycho.synthetic import with_synthetic_patterns
 
 logger = logging.getLogger("ptychopinn")
@@ -168,14 +169,16 @@ def model_spec_for(source: ScanSource, config: TrainingConfig, groups: Groups,
 def check_training_inputs(source: ScanSource, config: TrainingConfig, initial: TrainedModel | None = None) -> None:
     """Validate a training run before it starts (`train` calls it; callers may call it earlier, e.g. before
     showing progress). Sets config.model.N from the initial model or the data when it is 0; raises
-    ConfigError naming the field for an invalid setting, patterns of another size than the model's, or
-    (with `initial`) a model configuration other than the initial model's."""
+    ConfigError naming the field for an invalid setting, patterns of another size than the model's,
+    symmetry augmentation with a probe that has no symmetry, or (with `initial`) a model configuration
+    other than the initial model's."""
     if config.model.N == 0:
         config.model.N = (initial.config if initial is not None else source).N
     if config.model.N != source.N:
         raise ConfigError(f"{source.source}: 'diff3d': the model expects {config.model.N} x {config.model.N} "
                           f"patterns, the data have {source.N} x {source.N}")
     config.validate()
+    augmentation_symmetries(source, config)
     if initial is not None and config.model != initial.config:
         differing = [f.name for f in fields(config.model)
                      if getattr(config.model, f.name) != getattr(initial.config, f.name)]
@@ -231,7 +234,12 @@ def train(
                   loss_weights=_loss_weights(config), jit_compile=True)
 
     batch_size = min(config.batch_size, train_groups.n_groups)
-    train_batches = GroupedBatches(source, train_groups, batch_size, targets=targets, shuffle=True, seed=config.seed)
+    symmetries = augmentation_symmetries(source, config)
+    if symmetries:
+        logger.info("symmetry augmentation: the probe is unchanged by %d of the 8 mirrors and rotations",
+                    len(symmetries))
+    train_batches = GroupedBatches(source, train_groups, batch_size, targets=targets, shuffle=True, seed=config.seed,
+                                   symmetries=symmetries)
     val_batches = (GroupedBatches(source, val_groups, batch_size, targets=targets)
                    if val_groups is not None else None)
     monitor = "val_loss" if val_batches is not None else "loss"
@@ -254,6 +262,7 @@ def train(
         "epochs_run": len(trained.history.get("loss", [])),
         "n_patterns": n_measured,
         "n_synthetic_patterns": config.synthetic_patterns,
+        "n_augmentation_symmetries": len(symmetries),
         "initial_model_data": None if initial is None else initial.summary.get("training_data", "unknown"),
         "n_train_groups": train_groups.n_groups,
         "n_validation_groups": 0 if val_groups is None else val_groups.n_groups,
@@ -262,6 +271,19 @@ def train(
                      for k, v in vars(config).items() if k != "model"},
     }
     return trained
+
+
+def augmentation_symmetries(source: ScanSource, config: TrainingConfig) -> tuple[DihedralOp, ...]:
+    """The operations training groups are turned by: the probe's symmetries if config asks for symmetry
+    augmentation (ConfigError if the probe has none besides the identity), else ()."""
+    if not config.symmetry_augmentation:
+        return ()
+    symmetries = probe_symmetries(source.probe)
+    if len(symmetries) == 1:
+        raise ConfigError(f"TrainingConfig.symmetry_augmentation: {source.source}: 'probeGuess': the probe has no "
+                          f"mirror or 90-degree symmetry about pixel N/2 (within a relative change of "
+                          f"{PROBE_SYMMETRY_RTOL:g}), so turned patterns would not be exact; set it to False")
+    return symmetries
 
 
 def _split(groups: Groups, fraction: float, seed: int) -> tuple[Groups, Groups | None]:

@@ -75,12 +75,12 @@ def test_train_defaults_are_the_configuration_defaults():
         assert getattr(model, name) == getattr(defaults, name), name
     training = TrainingConfig(model=defaults)
     for name in ("batch_size", "learning_rate", "seed", "nll_weight", "mae_weight", "synthetic_patterns",
-                 "synthetic_object"):
+                 "synthetic_object", "symmetry_augmentation"):
         assert getattr(config, name) == getattr(training, name), name
     assert config.nepochs == 30
-    options = ["--synthetic-patterns", "64", "--synthetic-object", "lines"]
+    options = ["--synthetic-patterns", "64", "--synthetic-object", "lines", "--symmetry-augmentation"]
     config = training_config(build_parser().parse_args(["train", "scan.npz", "-o", "model", *options]))
-    assert (config.synthetic_patterns, config.synthetic_object) == (64, "lines")
+    assert (config.synthetic_patterns, config.synthetic_object, config.symmetry_augmentation) == (64, "lines", True)
 
 
 def test_infer_and_simulate_defaults_are_the_configuration_defaults():

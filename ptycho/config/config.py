@@ -115,6 +115,9 @@ class TrainingConfig:
     synthetic_patterns / synthetic_object: add this many training patterns of a generated object
         ('grf', 'lines', 'points') or of a PNG image (a path), simulated through the scan's own probe
         at its mean counts and scan step (`ptycho.synthetic`; PINN without real-space loss only).
+    symmetry_augmentation: turn each training group by a random mirror or 90-degree rotation under which
+        the probe is unchanged (`ptycho.symmetry`: exact, free augmentation; the probe must have such a
+        symmetry, as simulated probes do).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -138,6 +141,7 @@ class TrainingConfig:
     groups_per_position: int = 1
     synthetic_patterns: int = 0
     synthetic_object: str = "grf"
+    symmetry_augmentation: bool = False
     seed: int = 0
 
     def validate(self) -> TrainingConfig:

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "probe at its counts and step (helps a small scan generalise; docs/quality.md)")
     p.add_argument("--synthetic-object", default=TrainingConfig.synthetic_object, metavar="KIND|PNG",
                    help=f"object of the synthetic patterns: one of {', '.join(SYNTHETIC_OBJECTS)} or a PNG image")
+    p.add_argument("--symmetry-augmentation", action="store_true",
+                   help="turn each training group by a random mirror or 90-degree rotation that leaves the probe "
+                        "unchanged (exact; simulated probes have them, measured ones usually not)")
     p.add_argument("--seed", type=int, default=TrainingConfig.seed)
     common.add_data_options(p)
     p.set_defaults(func=run)
@@ -74,7 +77,8 @@ def training_config(args: argparse.Namespace, initial: ModelConfig | None = None
         model=model, nepochs=args.epochs, batch_size=args.batch_size,
         nll_weight=1.0 if args.loss == "nll" else 0.0, mae_weight=1.0 if args.loss == "mae" else 0.0,
         learning_rate=args.learning_rate, early_stopping_patience=args.early_stopping,
-        synthetic_patterns=args.synthetic_patterns, synthetic_object=args.synthetic_object, seed=args.seed,
+        synthetic_patterns=args.synthetic_patterns, synthetic_object=args.synthetic_object,
+        symmetry_augmentation=args.symmetry_augmentation, seed=args.seed,
         output_dir=args.output)
 
 

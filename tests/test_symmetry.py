@@ -1,0 +1,99 @@
+"""Exact augmentation from the probe's symmetries (`ptycho.symmetry`) and training with it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ptycho import physics
+from ptycho.batches import GroupedBatches
+from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
+from ptycho.datasource import InMemorySource
+from ptycho.grouping import group_positions
+from ptycho.simulate import SimulationConfig, make_probe, simulate
+from ptycho.symmetry import DIHEDRAL_OPS, augment_groups, probe_symmetries, transform_images, transform_offsets
+from ptycho.training import train
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return simulate(SimulationConfig(N=32, n_images=120, step=3.0, nphotons=1e6, seed=0))
+
+
+@pytest.mark.parametrize("op", DIHEDRAL_OPS[1:], ids=str)
+def test_a_turned_group_diffracts_exactly_like_the_turned_object(op):
+    """|F(probe * patch)| turned by g == the patterns of the object turned by g at the turned offsets."""
+    probe = make_probe("disk", 32)
+    rng = np.random.default_rng(0)
+    obj = ((0.5 + 0.5 * rng.random((96, 96))) * np.exp(1j * rng.random((96, 96)))).astype(np.complex64)
+    centre, local = 48.0, np.array([[3.0, -5.0], [-4.0, 2.0], [6.0, 7.0], [-5.0, -4.0]])  # (x, y)
+    patterns = physics.diffraction_amplitudes(obj, probe, centre + local)
+    turned = physics.diffraction_amplitudes(transform_images(obj, op), probe, centre + transform_offsets(local, op))
+    np.testing.assert_allclose(turned, transform_images(patterns, op), atol=1e-5 * patterns.max())
+    assert np.linalg.norm(turned - patterns) > 0.05 * np.linalg.norm(patterns)  # the patterns did change
+
+
+def test_probe_symmetries_finds_exactly_the_operations_that_keep_the_probe():
+    disk = make_probe("disk", 32)
+    assert probe_symmetries(disk) == DIHEDRAL_OPS
+    y, x = np.mgrid[-16:16, -16:16]
+    ellipse = np.exp(-(x / 6.0) ** 2 - (y / 3.0) ** 2).astype(np.complex64)  # mirrors only, no 90-degree turn
+    assert probe_symmetries(ellipse) == tuple(op for op in DIHEDRAL_OPS if not op.transpose)
+    assert probe_symmetries(np.roll(disk, (1, 2), axis=(0, 1))) == DIHEDRAL_OPS[:1]  # off-centre: identity only
+    with pytest.raises(ValueError, match="square complex"):
+        probe_symmetries(np.zeros((4, 6)))
+
+
+def test_augment_groups_turns_offsets_and_images_of_each_group_together():
+    rng = np.random.default_rng(1)
+    offsets = rng.normal(size=(64, 4, 2)).astype(np.float32)
+    images = rng.random((64, 8, 8, 4)).astype(np.float32)
+    patches = rng.random((64, 8, 8, 4)).astype(np.float32)
+    originals = offsets.copy(), images.copy(), patches.copy()
+    op = DIHEDRAL_OPS[5]
+    out_offsets, out_images, out_patches = augment_groups(np.random.default_rng(2), (DIHEDRAL_OPS[0], op),
+                                                          offsets, images, patches)
+    turned = [np.allclose(out_offsets[i], transform_offsets(offsets[i], op)) for i in range(64)]
+    assert 10 < sum(turned) < 54  # both operations drawn
+    for i, was_turned in enumerate(turned):
+        expected = [transform_images(a[i], op, axes=(0, 1)) if was_turned else a[i] for a in (images, patches)]
+        np.testing.assert_array_equal(out_images[i], expected[0])
+        np.testing.assert_array_equal(out_patches[i], expected[1])
+        if not was_turned:
+            np.testing.assert_array_equal(out_offsets[i], offsets[i])
+    for array, original in zip((offsets, images, patches), originals):  # the inputs are left untouched
+        np.testing.assert_array_equal(array, original)
+
+
+def test_training_batches_are_turned_and_validation_batches_are_not(measured):
+    groups = group_positions(measured.positions, 2, n_neighbors=8, seed=0)
+    ops = probe_symmetries(measured.probe)
+    source = InMemorySource(measured)
+    plain = GroupedBatches(source, groups, 16, targets="supervised")
+    augmented = GroupedBatches(source, groups, 16, targets="supervised", symmetries=ops, seed=3)
+    (inputs, targets), (turned_inputs, turned_targets) = plain[0], augmented[0]
+    changed = ~np.all(np.isclose(turned_inputs["offsets"], inputs["offsets"]), axis=(1, 2))
+    assert changed.sum() >= 8
+    for i in np.flatnonzero(changed):  # some operation maps each group's inputs and targets alike
+        matches = [op for op in ops
+                   if np.allclose(transform_offsets(inputs["offsets"][i], op), turned_inputs["offsets"][i])
+                   and np.array_equal(transform_images(inputs["diffraction"][i], op, axes=(0, 1)),
+                                      turned_inputs["diffraction"][i])
+                   and np.array_equal(transform_images(targets["object_phase"][i], op, axes=(0, 1)),
+                                      turned_targets["object_phase"][i])]
+        assert matches, f"group {i} was not turned consistently"
+
+
+def test_training_with_symmetry_augmentation(measured):
+    config = TrainingConfig(model=ModelConfig(N=32, gridsize=2, n_filters_scale=1), nepochs=1, batch_size=16,
+                            symmetry_augmentation=True)
+    model = train(measured, config)
+    plain = train(measured, dataclasses.replace(config, symmetry_augmentation=False))
+    assert model.summary["n_augmentation_symmetries"] == 8 and plain.summary["n_augmentation_symmetries"] == 0
+    assert np.isfinite(model.history["loss"]).all()
+    assert model.history["loss"] != plain.history["loss"]
+    off_centre = dataclasses.replace(measured, probe=np.roll(measured.probe, (1, 2), axis=(0, 1)))
+    with pytest.raises(ConfigError, match="symmetry_augmentation.*no mirror or 90-degree symmetry"):
+        train(off_centre, config)
