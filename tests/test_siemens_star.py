@@ -12,8 +12,12 @@ from ptychodus.api.io import load_diffraction_data, load_product
 
 from ptychopinn_plugin.cli import main
 from ptychopinn_plugin.siemens_star import load_siemens_star
+from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
+from ptycho.datasource import InMemorySource
 from ptycho.npz_io import load_scan_npz
 from ptycho.scan import ScanData, ScanDataError
+from ptycho.symmetry import DIHEDRAL_OPS, probe_symmetries
+from ptycho.training import check_training_inputs
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +88,11 @@ def test_corrupt_file_is_reported(star: Path, tmp_path: Path) -> None:
     bad.write_bytes(star.read_bytes()[:5000])
     with pytest.raises(ScanDataError, match="star.npz.bz2"):
         load_siemens_star(bad)
+
+
+def test_symmetry_augmentation_is_refused_for_the_measured_probe(star_scan: ScanData) -> None:
+    """The measured probe has no mirror or quarter-turn symmetry, so turned patterns would not be exact."""
+    assert probe_symmetries(star_scan.probe) == DIHEDRAL_OPS[:1]
+    config = TrainingConfig(model=ModelConfig(N=0), symmetry_augmentation=True)
+    with pytest.raises(ConfigError, match="symmetry_augmentation: .*siemens.*no mirror or 90-degree symmetry"):
+        check_training_inputs(InMemorySource(star_scan), config)
