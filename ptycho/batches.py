@@ -10,7 +10,7 @@ import numpy as np
 from ptycho import physics
 from ptycho.datasource import ScanSource
 from ptycho.grouping import Groups
-from ptycho.symmetry import DihedralOp, augment_groups
+from ptycho.symmetry import DihedralOp, turn_groups
 
 
 class GroupedBatches(keras.utils.PyDataset):
@@ -24,7 +24,8 @@ class GroupedBatches(keras.utils.PyDataset):
     The last batch is padded to the full batch size by repeating groups (one compiled shape); use
     `n_valid(index)` to drop the padding from predictions.
     symmetries: probe symmetries (`ptycho.symmetry`); when given, each group is turned by one of them,
-    drawn at random each time it is read (exact augmentation: inputs, offsets and targets turn together).
+    drawn at random for every epoch with the shuffle (exact augmentation: inputs, offsets and targets
+    turn together; seeded like the shuffle).
     """
 
     def __init__(self, source: ScanSource, groups: Groups, batch_size: int, *, targets: str | None = None,
@@ -40,8 +41,14 @@ class GroupedBatches(keras.utils.PyDataset):
         self.symmetries = symmetries
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(groups.n_groups)
-        if shuffle:
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        """Draw this epoch's group order (if shuffling) and turns (if augmenting)."""
+        if self.shuffle:
             self._rng.shuffle(self._order)
+        if self.symmetries:
+            self._turns = self._rng.integers(len(self.symmetries), size=self.groups.n_groups)
 
     def __len__(self) -> int:
         return math.ceil(self.groups.n_groups / self.batch_size)
@@ -68,8 +75,8 @@ class GroupedBatches(keras.utils.PyDataset):
             patches = physics.object_patches(self.source.object, self.source.positions[members.ravel()], n)
             patches = patches.reshape(len(ids), c, n, n).transpose(0, 2, 3, 1)
         if self.symmetries:
-            offsets, diffraction, *rest = augment_groups(self._rng, self.symmetries, offsets, diffraction,
-                                                         *([] if patches is None else [patches]))
+            offsets, diffraction, *rest = turn_groups(self._turns[ids], self.symmetries, offsets, diffraction,
+                                                      *([] if patches is None else [patches]))
             patches = rest[0] if rest else None
         inputs = {"diffraction": np.ascontiguousarray(diffraction), "offsets": offsets}
         if self.targets is None:
@@ -83,5 +90,4 @@ class GroupedBatches(keras.utils.PyDataset):
         return inputs, targets
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self._rng.shuffle(self._order)
+        self._new_epoch()

@@ -75,18 +75,18 @@ def probe_symmetries(probe: np.ndarray, rtol: float = PROBE_SYMMETRY_RTOL) -> tu
                  if np.linalg.norm(transform_images(probe, op) - probe) <= rtol * norm)
 
 
-def augment_groups(rng: np.random.Generator, ops: tuple[DihedralOp, ...], offsets: np.ndarray,
-                   *images: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Turn each group of a batch by an operation drawn at random from ops.
+def turn_groups(turns: np.ndarray, ops: tuple[DihedralOp, ...], offsets: np.ndarray,
+                *images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Turn group b of a batch by ops[turns[b]].
 
-    offsets: (B, C, 2) local offsets (x, y); images: any number of (B, N, N, C) arrays of the same groups
-    (diffraction amplitudes, object patches), turned together. Returns (offsets, *images), new arrays.
+    turns: int (B,) indices into ops; offsets: (B, C, 2) local offsets (x, y); images: any number of
+    (B, N, N, C) arrays of the same groups (diffraction amplitudes, object patches), turned together.
+    Returns (offsets, *images), new arrays.
     """
-    choice = rng.integers(len(ops), size=len(offsets))
     offsets = offsets.copy()
     images = tuple(np.array(image) for image in images)
     for k, op in enumerate(ops):
-        members = np.flatnonzero(choice == k)
+        members = np.flatnonzero(turns == k)
         if len(members) == 0 or op == DIHEDRAL_OPS[0]:
             continue
         offsets[members] = transform_offsets(offsets[members], op)

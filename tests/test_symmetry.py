@@ -13,7 +13,7 @@ from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
 from ptycho.datasource import InMemorySource
 from ptycho.grouping import group_positions
 from ptycho.simulate import SimulationConfig, make_probe, simulate
-from ptycho.symmetry import DIHEDRAL_OPS, augment_groups, probe_symmetries, transform_images, transform_offsets
+from ptycho.symmetry import DIHEDRAL_OPS, turn_groups, probe_symmetries, transform_images, transform_offsets
 from ptycho.training import train
 
 
@@ -46,23 +46,20 @@ def test_probe_symmetries_finds_exactly_the_operations_that_keep_the_probe():
         probe_symmetries(np.zeros((4, 6)))
 
 
-def test_augment_groups_turns_offsets_and_images_of_each_group_together():
+def test_turn_groups_turns_offsets_and_images_of_each_group_together():
     rng = np.random.default_rng(1)
     offsets = rng.normal(size=(64, 4, 2)).astype(np.float32)
     images = rng.random((64, 8, 8, 4)).astype(np.float32)
     patches = rng.random((64, 8, 8, 4)).astype(np.float32)
     originals = offsets.copy(), images.copy(), patches.copy()
     op = DIHEDRAL_OPS[5]
-    out_offsets, out_images, out_patches = augment_groups(np.random.default_rng(2), (DIHEDRAL_OPS[0], op),
-                                                          offsets, images, patches)
-    turned = [np.allclose(out_offsets[i], transform_offsets(offsets[i], op)) for i in range(64)]
-    assert 10 < sum(turned) < 54  # both operations drawn
-    for i, was_turned in enumerate(turned):
+    turns = np.random.default_rng(2).integers(2, size=64)
+    out_offsets, out_images, out_patches = turn_groups(turns, (DIHEDRAL_OPS[0], op), offsets, images, patches)
+    for i, was_turned in enumerate(turns == 1):
         expected = [transform_images(a[i], op, axes=(0, 1)) if was_turned else a[i] for a in (images, patches)]
         np.testing.assert_array_equal(out_images[i], expected[0])
         np.testing.assert_array_equal(out_patches[i], expected[1])
-        if not was_turned:
-            np.testing.assert_array_equal(out_offsets[i], offsets[i])
+        np.testing.assert_array_equal(out_offsets[i], transform_offsets(offsets[i], op) if was_turned else offsets[i])
     for array, original in zip((offsets, images, patches), originals):  # the inputs are left untouched
         np.testing.assert_array_equal(array, original)
 
@@ -84,6 +81,10 @@ def test_training_batches_are_turned_and_validation_batches_are_not(measured):
                    and np.array_equal(transform_images(targets["object_phase"][i], op, axes=(0, 1)),
                                       turned_targets["object_phase"][i])]
         assert matches, f"group {i} was not turned consistently"
+    again = GroupedBatches(source, groups, 16, targets="supervised", symmetries=ops, seed=3)
+    np.testing.assert_array_equal(again[0][0]["diffraction"], turned_inputs["diffraction"])  # seeded
+    augmented.on_epoch_end()  # new turns every epoch
+    assert not np.array_equal(augmented[0][0]["offsets"], turned_inputs["offsets"])
 
 
 def test_training_with_symmetry_augmentation(measured):
@@ -94,6 +95,7 @@ def test_training_with_symmetry_augmentation(measured):
     assert model.summary["n_augmentation_symmetries"] == 8 and plain.summary["n_augmentation_symmetries"] == 0
     assert np.isfinite(model.history["loss"]).all()
     assert model.history["loss"] != plain.history["loss"]
+    assert train(measured, config).history == model.history  # seeded and repeatable
     off_centre = dataclasses.replace(measured, probe=np.roll(measured.probe, (1, 2), axis=(0, 1)))
     with pytest.raises(ConfigError, match="symmetry_augmentation.*no mirror or 90-degree symmetry"):
         train(off_centre, config)
