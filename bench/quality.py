@@ -21,7 +21,9 @@ and the GPU runner (bench/device_quality.sh): docs/quality.md.
 the run's `epoch_scores`); --figures DIR writes each run's held-out comparison figure. --fine-tune-epochs K then fine-tunes each
 PINN on the held-out half's own diffraction (self-supervised: no ground truth) for K epochs and scores
 it again (the run's `fine_tuned`). Each run is printed to stderr as one JSON line as soon as it ends;
-the whole report goes to stdout at the end.
+the whole report goes to stdout at the end. --symmetry-average scores symmetry-averaged
+reconstructions (`reconstruct(..., symmetry_average=True)`) and adds the one-pass scores of the same
+model (the run's `without_symmetry_average`).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
                                               model_type=model_type, **model_options),
                             nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
     record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False,
-                                      keep_model=bool(args.fine_tune_epochs))
+                                      keep_model=bool(args.fine_tune_epochs or args.symmetry_average),
+                                      symmetry_average=args.symmetry_average)
     if args.figures:
         aligned, truth, _ = metrics.align(trained.object[split.region], split.test.object[split.region])
         name = f"{dataset}_{model_type}_g{gridsize}.png"
@@ -104,6 +107,11 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
            **_rounded({k: record[k] for k in keys})}
     if "epoch_scores" in record:
         run["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
+    if args.symmetry_average:  # the same model's one-pass reconstruction, for comparison
+        from ptycho.inference import reconstruct
+
+        obj = reconstruct(trained.model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
+        run["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
     if args.fine_tune_epochs and model_type == "pinn":  # on the measured patterns only
         tuning = replace(config, nepochs=args.fine_tune_epochs, synthetic_patterns=0)
         run["fine_tuned"] = _rounded(fine_tuned_scores(split, trained.model, tuning))
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--N", type=int, default=64, help="simulated scan's pattern size (32 for a quick CPU check)")
     parser.add_argument("--step", type=float, default=6.0, help="simulated scan's step in pixels")
     parser.add_argument("--n-filters-scale", type=int, default=2)
+    parser.add_argument("--symmetry-average", action="store_true",
+                        help="reconstruct with the average over the probe's symmetries (the run's scores); "
+                             "the one-pass scores go to the run's `without_symmetry_average`")
     parser.add_argument("--score-epochs", type=lambda text: sorted({int(e) for e in text.split(",")}), default=None,
                         help="comma-separated epochs at which every model is also scored")
     parser.add_argument("--figures", help="folder for each run's held-out comparison figure")

@@ -30,6 +30,7 @@ from ptycho.grouping import cover_positions
 from ptycho.networks import single_pattern_twin
 from ptycho.scan import ScanData
 from ptycho.stitching import Stitcher, canvas_covering, illumination_weight
+from ptycho.symmetry import DIHEDRAL_OPS, DihedralOp, inverse, required_symmetries, transform_images, transform_offsets
 from ptycho.training import TrainedModel
 
 
@@ -66,6 +67,7 @@ def reconstruct(
     return_diffraction: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
     stream: bool = False,
+    symmetry_average: bool = False,
 ) -> Reconstruction:
     """Reconstruct the object of a scan with a trained model.
 
@@ -78,6 +80,10 @@ def reconstruct(
     illumination_weighted: weight each patch pixel by the probe intensity when stitching (default);
         False: a plain mean.
     on_batch(done, total): progress callback.
+    symmetry_average: predict every group once per mirror or quarter turn that leaves the model's probe
+        unchanged (`ptycho.symmetry`), turn each prediction back and average them (exact: the turned
+        patterns are those of the turned object); costs one network pass per symmetry. ConfigError when
+        the probe has no symmetry besides the identity.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -95,6 +101,8 @@ def reconstruct(
         grid = ((source.object.shape), (0.0, 0.0)) if source.object is not None else \
             canvas_covering(source.positions, config.N, keep)
     shape, origin = grid
+    ops = required_symmetries(model.probe, "symmetry_average", "the model's probe") if symmetry_average \
+        else DIHEDRAL_OPS[:1]
     weight = illumination_weight(model.probe) if illumination_weighted else None
     stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep, weight=weight)
     batches = GroupedBatches(source, groups, batch_size)
@@ -108,15 +116,14 @@ def reconstruct(
         valid = batches.n_valid(index)
         members = groups.indices[batches.group_ids(index)[:valid]]
         t0 = time.perf_counter()
-        outputs = {k: backend.to_numpy(v)[:valid] for k, v in predict(inputs).items()}
+        patches, diffraction = predict_averaged(predict, inputs, ops, valid)
         predict_seconds += time.perf_counter() - t0
-        patches = complex_patches(outputs)  # (B, C, N, N)
         stitcher.add(patches, source.positions[members])
         np.add.at(counts, members.ravel(), 1)
         if patch_sum is not None:
             np.add.at(patch_sum, members.ravel(), patches.reshape(-1, n, n))
         if diffraction_sum is not None:
-            np.add.at(diffraction_sum, members.ravel(), outputs["diffraction"].transpose(0, 3, 1, 2).reshape(-1, n, n))
+            np.add.at(diffraction_sum, members.ravel(), diffraction.reshape(-1, n, n))
         if on_batch is not None:
             on_batch(index + 1, len(batches))
     stitched = stitcher.result()
@@ -131,6 +138,26 @@ def reconstruct(
         predicted_amplitudes=None if diffraction_sum is None else diffraction_sum / per_pattern,
         timings=timings,
     )
+
+
+def predict_averaged(predict: Callable[[dict], dict], inputs: dict, ops: tuple[DihedralOp, ...],
+                     valid: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean over ops of the predictions for the turned groups, each turned back.
+
+    Returns complex64 patches (valid, C, N, N) and, when `predict` gives it, the predicted diffraction
+    amplitudes float32 (valid, C, N, N); else None.
+    """
+    patch_sum, diffraction_sum = 0, None
+    for op in ops:
+        turned = {"diffraction": np.ascontiguousarray(transform_images(inputs["diffraction"], op, axes=(1, 2))),
+                  "offsets": transform_offsets(inputs["offsets"], op)}
+        outputs = {k: backend.to_numpy(v)[:valid] for k, v in predict(turned).items()}
+        patch_sum = patch_sum + transform_images(complex_patches(outputs), inverse(op))
+        if "diffraction" in outputs:
+            diffraction = transform_images(outputs["diffraction"].transpose(0, 3, 1, 2), inverse(op))
+            diffraction_sum = diffraction if diffraction_sum is None else diffraction_sum + diffraction
+    scale = 1.0 / len(ops)
+    return (patch_sum * scale).astype(np.complex64), None if diffraction_sum is None else diffraction_sum * scale
 
 
 def complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ptycho.config.config import ConfigError
+
 PROBE_SYMMETRY_RTOL = 1e-4
 """Largest relative L2 change of the probe under an operation that still counts as a symmetry."""
 
@@ -65,6 +67,11 @@ def transform_offsets(offsets: np.ndarray, op: DihedralOp) -> np.ndarray:
     return out * sign
 
 
+def inverse(op: DihedralOp) -> DihedralOp:
+    """The operation that undoes op: a mirror is its own inverse; with a transpose, the mirrors swap axes."""
+    return DihedralOp(op.transpose, op.flip_x, op.flip_y) if op.transpose else op
+
+
 def probe_symmetries(probe: np.ndarray, rtol: float = PROBE_SYMMETRY_RTOL) -> tuple[DihedralOp, ...]:
     """The operations under which the complex (N, N) probe changes by at most rtol (relative L2 norm)."""
     probe = np.asarray(probe, dtype=np.complex128)
@@ -73,6 +80,17 @@ def probe_symmetries(probe: np.ndarray, rtol: float = PROBE_SYMMETRY_RTOL) -> tu
         raise ValueError(f"probe_symmetries: expected a non-zero square complex (N, N) probe, got shape {probe.shape}")
     return tuple(op for op in DIHEDRAL_OPS
                  if np.linalg.norm(transform_images(probe, op) - probe) <= rtol * norm)
+
+
+def required_symmetries(probe: np.ndarray, setting: str, where: str) -> tuple[DihedralOp, ...]:
+    """probe_symmetries(probe) for an option that needs more than the identity: ConfigError naming the
+    setting and where the probe comes from (`where`) when the probe has no other symmetry."""
+    symmetries = probe_symmetries(probe)
+    if len(symmetries) == 1:
+        raise ConfigError(f"{setting}: {where}: the probe has no mirror or 90-degree symmetry about pixel N/2 "
+                          f"(within a relative change of {PROBE_SYMMETRY_RTOL:g}), so turned patterns would "
+                          f"not be exact; set it to False")
+    return symmetries
 
 
 def turn_groups(turns: np.ndarray, ops: tuple[DihedralOp, ...], offsets: np.ndarray,

@@ -27,7 +27,7 @@ from ptycho.datasource import ScanSource, mean_counts_per_pattern, open_source
 from ptycho.grouping import Groups, concatenate_groups, group_positions
 from ptycho.networks import ModelSpec, build_model, copy_weights
 from ptycho.scan import ScanData
-from ptycho.symmetry import DihedralOp, PROBE_SYMMETRY_RTOL, probe_symmetries
+from ptycho.symmetry import DihedralOp, required_symmetries
 from ptycho.synthetic import with_synthetic_patterns
 
 logger = logging.getLogger("ptychopinn")
@@ -278,12 +278,7 @@ def augmentation_symmetries(source: ScanSource, config: TrainingConfig) -> tuple
     augmentation (ConfigError if the probe has none besides the identity), else ()."""
     if not config.symmetry_augmentation:
         return ()
-    symmetries = probe_symmetries(source.probe)
-    if len(symmetries) == 1:
-        raise ConfigError(f"TrainingConfig.symmetry_augmentation: {source.source}: 'probeGuess': the probe has no "
-                          f"mirror or 90-degree symmetry about pixel N/2 (within a relative change of "
-                          f"{PROBE_SYMMETRY_RTOL:g}), so turned patterns would not be exact; set it to False")
-    return symmetries
+    return required_symmetries(source.probe, "TrainingConfig.symmetry_augmentation", f"{source.source}: 'probeGuess'")
 
 
 def _split(groups: Groups, fraction: float, seed: int) -> tuple[Groups, Groups | None]:

@@ -86,8 +86,8 @@ def test_train_defaults_are_the_configuration_defaults():
 def test_infer_and_simulate_defaults_are_the_configuration_defaults():
     parser = build_parser()
     infer, inference = parser.parse_args(["infer", "model", "scan.npz", "-o", "out.h5"]), InferenceConfig()
-    assert (infer.batch_size, infer.neighbors, infer.passes) == (
-        inference.batch_size, inference.n_nearest_neighbors, inference.passes)
+    assert (infer.batch_size, infer.neighbors, infer.passes, infer.symmetry_average) == (
+        inference.batch_size, inference.n_nearest_neighbors, inference.passes, inference.symmetry_average)
     simulation = config_from_args(parser.parse_args(["simulate", "-o", "scan.npz"]))
     defaults = SimulationConfig()
     for name in ("object_kind", "N", "n_images", "nphotons", "seed", "scan_kind", "probe_kind"):
@@ -116,6 +116,17 @@ def test_infer_then_evaluate(workdir, scan_file, model_dir, suffix, capsys):
     saved = json.loads(metrics_path.read_text())
     assert printed == saved and -1 <= saved["phase_ssim"] <= 1 and np.isfinite(saved["amp_psnr"])
     assert metrics_path.with_suffix(".png").stat().st_size > 1000
+
+
+def test_infer_symmetry_average_writes_the_averaged_reconstruction(workdir, scan_file, model_dir):
+    plain, averaged = workdir / "plain.npz", workdir / "averaged.npz"
+    assert main(["infer", str(model_dir), str(scan_file), "-o", str(plain)]) == 0
+    assert main(["infer", str(model_dir), str(scan_file), "-o", str(averaged), "--symmetry-average"]) == 0
+    with np.load(plain) as one_pass, np.load(averaged) as mean:
+        assert mean["object"].shape == one_pass["object"].shape
+        covered = np.abs(one_pass["object"]) > 0
+        assert np.array_equal(np.abs(mean["object"]) > 0, covered)
+        assert np.abs(mean["object"] - one_pass["object"])[covered].mean() > 1e-4
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -13,8 +13,10 @@ from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
 from ptycho.datasource import InMemorySource
 from ptycho.grouping import group_positions
 from ptycho.simulate import SimulationConfig, make_probe, simulate
-from ptycho.symmetry import DIHEDRAL_OPS, turn_groups, probe_symmetries, transform_images, transform_offsets
-from ptycho.training import train
+from ptycho.inference import predict_averaged, predictor, reconstruct
+from ptycho.symmetry import (DIHEDRAL_OPS, inverse, probe_symmetries, transform_images, transform_offsets,
+                             turn_groups)
+from ptycho.training import TrainedModel, train
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,15 @@ def test_probe_symmetries_finds_exactly_the_operations_that_keep_the_probe():
     assert probe_symmetries(np.roll(disk, (1, 2), axis=(0, 1))) == DIHEDRAL_OPS[:1]  # off-centre: identity only
     with pytest.raises(ValueError, match="square complex"):
         probe_symmetries(np.zeros((4, 6)))
+
+
+@pytest.mark.parametrize("op", DIHEDRAL_OPS, ids=str)
+def test_inverse_undoes_each_operation(op):
+    images = np.random.default_rng(0).random((3, 8, 8))
+    offsets = np.random.default_rng(1).normal(size=(5, 2))
+    np.testing.assert_array_equal(transform_images(transform_images(images, op), inverse(op)), images)
+    np.testing.assert_allclose(transform_offsets(transform_offsets(offsets, op), inverse(op)), offsets)
+    assert inverse(inverse(op)) == op
 
 
 def test_turn_groups_turns_offsets_and_images_of_each_group_together():
@@ -99,3 +110,44 @@ def test_training_with_symmetry_augmentation(measured):
     off_centre = dataclasses.replace(measured, probe=np.roll(measured.probe, (1, 2), axis=(0, 1)))
     with pytest.raises(ConfigError, match="symmetry_augmentation.*no mirror or 90-degree symmetry"):
         train(off_centre, config)
+
+
+@pytest.fixture(scope="module")
+def augmented_model(measured):
+    config = TrainingConfig(model=ModelConfig(N=32, gridsize=2, n_filters_scale=1), nepochs=1, batch_size=16,
+                            symmetry_augmentation=True)
+    return train(measured, config)
+
+
+def test_symmetry_averaged_prediction_is_exactly_equivariant(measured, augmented_model):
+    """Averaging over the probe's symmetries makes the prediction of a turned pattern the turned
+    prediction, as the physics demands; the network alone is only roughly so."""
+    predict, gridsize = predictor(augmented_model)
+    groups = group_positions(measured.positions, gridsize, n_neighbors=8, seed=0)
+    (inputs,) = GroupedBatches(InMemorySource(measured), groups, 16)[0]
+    ops = probe_symmetries(augmented_model.probe)
+    op = DIHEDRAL_OPS[5]  # a transpose and a mirror: a quarter turn
+    turned_inputs = {"diffraction": np.ascontiguousarray(transform_images(inputs["diffraction"], op, axes=(1, 2))),
+                     "offsets": transform_offsets(inputs["offsets"], op)}
+    averaged, _ = predict_averaged(predict, inputs, ops, 16)
+    turned_averaged, _ = predict_averaged(predict, turned_inputs, ops, 16)
+    np.testing.assert_allclose(turned_averaged, transform_images(averaged, op), atol=1e-5)
+    single, _ = predict_averaged(predict, inputs, ops[:1], 16)
+    turned_single, _ = predict_averaged(predict, turned_inputs, ops[:1], 16)
+    assert np.max(np.abs(turned_single - transform_images(single, op))) > 1e-3
+    assert averaged.shape == (16, gridsize ** 2, 32, 32) and averaged.dtype == np.complex64
+
+
+def test_reconstruct_with_symmetry_average(measured, augmented_model, monkeypatch):
+    plain = reconstruct(augmented_model, measured, return_diffraction=True)
+    averaged = reconstruct(augmented_model, measured, symmetry_average=True, return_diffraction=True)
+    covered = plain.weights > 0
+    np.testing.assert_array_equal(averaged.weights > 0, covered)
+    difference = np.abs(averaged.object - plain.object)[covered]
+    assert 1e-4 < difference.mean() < 0.5 * np.abs(plain.object[covered]).mean()
+    assert averaged.predicted_amplitudes.shape == plain.predicted_amplitudes.shape
+    assert not np.allclose(averaged.predicted_amplitudes, plain.predicted_amplitudes)
+    off_centre = np.roll(augmented_model.probe, (1, 2), axis=(0, 1))
+    monkeypatch.setattr(TrainedModel, "probe", property(lambda self: off_centre))
+    with pytest.raises(ConfigError, match="symmetry_average: the model's probe: the probe has no mirror"):
+        reconstruct(augmented_model, measured, symmetry_average=True)

@@ -186,7 +186,9 @@ class TrainingConfig:
 @dataclass
 class InferenceConfig:
     """Inference run. Groups cover the scan so every pattern is predicted at least `passes` times
-    (Ptychodus' NumSamples maps to passes): the whole scan is always reconstructed."""
+    (Ptychodus' NumSamples maps to passes): the whole scan is always reconstructed.
+    symmetry_average: also predict each group turned by every mirror and quarter turn that leaves the
+    probe unchanged and average the predictions turned back (`ptycho.inference.reconstruct`)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     model_path: Path = Path("wts.h5.zip")
@@ -196,6 +198,7 @@ class InferenceConfig:
     n_nearest_neighbors: int = 7
     passes: int = 1
     batch_size: int = 64
+    symmetry_average: bool = False
 
 
 def check_neighbors(n_nearest_neighbors: int, gridsize: int) -> None:

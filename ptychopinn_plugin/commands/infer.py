@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--passes", type=int, default=InferenceConfig.passes,
                    help="predict every pattern at least this many times and average "
                         f"(default {InferenceConfig.passes})")
+    p.add_argument("--symmetry-average", action="store_true",
+                   help="also predict every pattern mirrored and turned by each symmetry of the probe and "
+                        "average (exact; one network pass per symmetry, up to 8x slower)")
     common.add_data_options(p)
     p.set_defaults(func=run)
 
@@ -55,7 +58,7 @@ def object_grid(scan) -> tuple[tuple[int, int], tuple[float, float]]:
 
 
 def infer_to_file(model, scan, output: Path, *, product=None, batch_size: int = 64, neighbors: int = 7,
-                  passes: int = 1, quiet: bool = False):
+                  passes: int = 1, symmetry_average: bool = False, quiet: bool = False):
     """Reconstruct `scan` and write OUT (+ PNG); returns the Reconstruction."""
     from ptycho.inference import reconstruct
     from ptychopinn_plugin.reconstruction_files import write_reconstruction
@@ -66,7 +69,8 @@ def infer_to_file(model, scan, output: Path, *, product=None, batch_size: int = 
         raise FileNotFoundError(f"{output}: folder '{output.parent}' does not exist")
     with common.batch_progress(disable=quiet) as on_batch:
         result = reconstruct(model, scan, grid=object_grid(scan), n_nearest_neighbors=neighbors,
-                             passes=passes, batch_size=batch_size, on_batch=on_batch)
+                             passes=passes, batch_size=batch_size, on_batch=on_batch,
+                             symmetry_average=symmetry_average)
     losses = list(enumerate(model.history.get("loss", []), start=1))
     write_reconstruction(output, scan, result.object, result.weights, losses=losses, input_product=product)
     return result
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stream:
         raise ValueError("--stream: streamed inference writes need a scan with an object grid; use the Python API")
     result = infer_to_file(model, scan, args.output, product=input_product(args.data), batch_size=args.batch_size,
-                           neighbors=args.neighbors, passes=args.passes)
+                           neighbors=args.neighbors, passes=args.passes, symmetry_average=args.symmetry_average)
     covered = float(np.mean(result.weights > 0))
     print(f"wrote {args.output} and {args.output.with_suffix('.png')} ({scan.n_patterns} patterns, "
           f"{result.timings['total_seconds']:.1f} s, {covered:.0%} of the object covered)")

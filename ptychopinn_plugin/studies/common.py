@@ -90,7 +90,8 @@ class TrainedRun:
 
 def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: TrainingConfig, *,
                           score_epochs: Callable[[np.ndarray], dict[str, float]] | None = None,
-                          scored_epochs: Collection[int] | None = None, keep_model: bool = False) -> TrainedRun:
+                          scored_epochs: Collection[int] | None = None, keep_model: bool = False,
+                          symmetry_average: bool = False) -> TrainedRun:
     """Train on one scan, reconstruct another on its object grid.
 
     reconstruct_seconds is the whole inference call (grouping, network, stitching), including the
@@ -103,11 +104,13 @@ def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: Tra
     ValueError) gets None scores. The scoring time is left out of train_seconds.
     keep_model: also return the TrainedModel (TrainedRun.model); off by default, because the studies'
     worker processes pickle their TrainedRun and a Keras model cannot be pickled.
+    symmetry_average: every reconstruction averages over the probe's symmetries (`reconstruct`).
     """
     from ptycho.inference import reconstruct
     from ptycho.training import EpochReport, train
 
     grid = (test_scan.object.shape, (0.0, 0.0))
+    options = {"grid": grid, "symmetry_average": symmetry_average}
     epoch_scores: list[dict[str, Any]] = []
     scoring_seconds = 0.0
 
@@ -116,13 +119,13 @@ def train_and_reconstruct(train_scan: ScanData, test_scan: ScanData, config: Tra
         if scored_epochs is not None and report.epoch not in scored_epochs:
             return
         start = time.perf_counter()
-        scores = _scores_or_none(score_epochs, reconstruct(report.model, test_scan, grid=grid).object)
+        scores = _scores_or_none(score_epochs, reconstruct(report.model, test_scan, **options).object)
         epoch_scores.append({"epoch": report.epoch, **scores})
         scoring_seconds += time.perf_counter() - start
         logger.info("epoch %d held-out scores: %s", report.epoch, json.dumps(epoch_scores[-1]))
 
     model = train(train_scan, config, on_epoch=score_epoch if score_epochs is not None else None)
-    result = reconstruct(model, test_scan, grid=grid)
+    result = reconstruct(model, test_scan, **options)
     return TrainedRun(object=result.object, weights=result.weights, probe=model.probe,
                       intensity_scale=model.intensity_scale,
                       train_seconds=float(model.summary["train_seconds"]) - scoring_seconds,
@@ -141,12 +144,14 @@ def _scores_or_none(scorer: Callable[[np.ndarray], dict[str, float]], obj: np.nd
 
 
 def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores: bool | Collection[int] = False,
-                    keep_model: bool = False, **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
+                    keep_model: bool = False, symmetry_average: bool = False,
+                    **extra: Any) -> tuple[dict[str, Any], TrainedRun]:
     """Train on split.train, reconstruct split.test, score in split.region against the truth.
 
     epoch_scores: also score the model after every epoch (True) or after the epochs given (the
     record's `epoch_scores`, a list of {'epoch': e, **METRIC_KEYS}; a last epoch's entry equals the
     record's own scores).
+    symmetry_average: reconstruct with the average over the probe's symmetries (`reconstruct`).
     Returns (the run's `runs` entry, with `extra` keys added; the TrainedRun).
     """
     def held_out_scores(obj: np.ndarray) -> dict[str, float]:
@@ -155,7 +160,8 @@ def train_and_score(split: HeldOutSplit, config: TrainingConfig, *, epoch_scores
     scored_epochs = None if isinstance(epoch_scores, bool) else set(epoch_scores)
     trained = train_and_reconstruct(split.train, split.test, config,
                                     score_epochs=held_out_scores if epoch_scores else None,
-                                    scored_epochs=scored_epochs, keep_model=keep_model)
+                                    scored_epochs=scored_epochs, keep_model=keep_model,
+                                    symmetry_average=symmetry_average)
     method = config.model.model_type
     loss = None if method != "pinn" else ("nll" if config.nll_weight > 0 else "mae")
     record = run_record(method, loss=loss, dose=split.test.metadata.nphotons, n_train=split.train.n_patterns,
