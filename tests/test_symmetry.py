@@ -98,10 +98,18 @@ def test_training_batches_are_turned_and_validation_batches_are_not(measured):
     assert not np.array_equal(augmented[0][0]["offsets"], turned_inputs["offsets"])
 
 
-def test_training_with_symmetry_augmentation(measured):
-    config = TrainingConfig(model=ModelConfig(N=32, gridsize=2, n_filters_scale=1), nepochs=1, batch_size=16,
-                            symmetry_augmentation=True)
-    model = train(measured, config)
+AUGMENTED_TRAINING = TrainingConfig(model=ModelConfig(N=32, gridsize=2, n_filters_scale=1), nepochs=1,
+                                    batch_size=16, symmetry_augmentation=True)
+
+
+@pytest.fixture(scope="module")
+def augmented_model(measured):
+    """Shared by the tests below: one epoch of augmented training, done once."""
+    return train(measured, AUGMENTED_TRAINING)
+
+
+def test_training_with_symmetry_augmentation(measured, augmented_model):
+    config, model = AUGMENTED_TRAINING, augmented_model
     plain = train(measured, dataclasses.replace(config, symmetry_augmentation=False))
     assert model.summary["n_augmentation_symmetries"] == 8 and plain.summary["n_augmentation_symmetries"] == 0
     assert np.isfinite(model.history["loss"]).all()
@@ -110,13 +118,6 @@ def test_training_with_symmetry_augmentation(measured):
     off_centre = dataclasses.replace(measured, probe=np.roll(measured.probe, (1, 2), axis=(0, 1)))
     with pytest.raises(ConfigError, match="symmetry_augmentation.*no mirror or 90-degree symmetry"):
         train(off_centre, config)
-
-
-@pytest.fixture(scope="module")
-def augmented_model(measured):
-    config = TrainingConfig(model=ModelConfig(N=32, gridsize=2, n_filters_scale=1), nepochs=1, batch_size=16,
-                            symmetry_augmentation=True)
-    return train(measured, config)
 
 
 def test_symmetry_averaged_prediction_is_exactly_equivariant(measured, augmented_model):
