@@ -109,15 +109,15 @@ def augmented_model(measured):
 
 
 def test_training_with_symmetry_augmentation(measured, augmented_model):
-    config, model = AUGMENTED_TRAINING, augmented_model
-    plain = train(measured, dataclasses.replace(config, symmetry_augmentation=False))
-    assert model.summary["n_augmentation_symmetries"] == 8 and plain.summary["n_augmentation_symmetries"] == 0
-    assert np.isfinite(model.history["loss"]).all()
-    assert model.history["loss"] != plain.history["loss"]
-    assert train(measured, config).history == model.history  # seeded and repeatable
+    plain = train(measured, dataclasses.replace(AUGMENTED_TRAINING, symmetry_augmentation=False))
+    assert augmented_model.summary["n_augmentation_symmetries"] == 8
+    assert plain.summary["n_augmentation_symmetries"] == 0
+    assert np.isfinite(augmented_model.history["loss"]).all()
+    assert augmented_model.history["loss"] != plain.history["loss"]
+    assert train(measured, AUGMENTED_TRAINING).history == augmented_model.history  # seeded and repeatable
     off_centre = dataclasses.replace(measured, probe=np.roll(measured.probe, (1, 2), axis=(0, 1)))
     with pytest.raises(ConfigError, match="symmetry_augmentation.*no mirror or 90-degree symmetry"):
-        train(off_centre, config)
+        train(off_centre, AUGMENTED_TRAINING)
 
 
 def test_symmetry_averaged_prediction_is_exactly_equivariant(measured, augmented_model):
