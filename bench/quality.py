@@ -44,6 +44,9 @@ from ptycho.scan import ScanData
 from ptycho.simulate import SimulationConfig, simulate
 from ptychopinn_plugin.studies.common import METRIC_KEYS, HeldOutSplit, score, split_top_bottom, train_and_score
 
+DATASETS = ("simulated", "shared")
+"""What --datasets may name: our simulator's standard scan and the independent simulator's lines-1e9.npz."""
+
 SHARED = Path(os.environ.get("PTYCHOPINN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -55,7 +58,17 @@ def load_dataset(name: str, n_images: int, n: int, step: float) -> ScanData:
                                          seed=0))
     if name == "shared":
         return load_scan_npz(SHARED / "lines-1e9.npz")
-    raise SystemExit(f"unknown dataset {name!r}")
+    raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+
+
+def dataset_list(text: str) -> list[str]:
+    """--datasets 'simulated,shared' -> ['simulated', 'shared']; an unknown name is a usage error."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in DATASETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown dataset(s) {', '.join(map(repr, unknown))}: "
+                                         f"expected names from {', '.join(DATASETS)}")
+    return names
 
 
 def held_out_split(scan: ScanData, n_train: int) -> HeldOutSplit:
@@ -130,9 +143,11 @@ def fine_tuned_scores(split: HeldOutSplit, model, config: TrainingConfig) -> dic
             **score(obj, split.test.object, split.region)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (also what each line of a GPU plan, bench/plans/*.txt, holds)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="simulated,shared")
+    parser.add_argument("--datasets", type=dataset_list, default=",".join(DATASETS),
+                        help=f"comma-separated, from {', '.join(DATASETS)}")
     parser.add_argument("--models", default="pinn,supervised")
     parser.add_argument("--gridsizes", default="1,2")
     parser.add_argument("--epochs", type=int, default=60)
@@ -152,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figures", help="folder for each run's held-out comparison figure")
     parser.add_argument("--fine-tune-epochs", type=int, default=0, metavar="K",
                         help="then fine-tune each PINN on the held-out half's own diffraction for K epochs and score it")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("ptychopinn").setLevel(logging.INFO)  # per-epoch losses and scores, as they come
     if args.figures:
@@ -162,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("datasets", "models", "gridsizes", "figures", "set")}
     settings.update(args.set)
     report = {"benchmark": "quality", "backend": keras.backend.backend(), **settings, "runs": []}
-    for dataset in args.datasets.split(","):
+    for dataset in args.datasets:
         split = held_out_split(load_dataset(dataset, args.n_images, args.N, args.step), args.n_train)
         for gridsize in (int(g) for g in args.gridsizes.split(",")):
             for model_type in args.models.split(","):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 from matplotlib import image as mpl_image
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
@@ -47,6 +49,32 @@ def test_quality_benchmark_rejects_unknown_or_owned_settings() -> None:
     run = subprocess.run([sys.executable, str(BENCH), "--set", "gridsize=2"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and "'gridsize' is set by --gridsizes, not --set" in run.stderr
+    run = subprocess.run([sys.executable, str(BENCH), "--datasets", "simulated,lines"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "unknown dataset(s) 'lines': expected names from simulated, shared" in run.stderr
+
+
+def test_every_gpu_plan_line_is_a_valid_benchmark_command() -> None:
+    """Each line of bench/plans/*.txt parses with bench/quality.py's own command line (device time is too
+    scarce to find a typo there), and names are unique within a plan."""
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    plans = sorted((BENCH.parent / "plans").glob("*.txt"))
+    assert {plan.name for plan in plans} >= {"quality_standard.txt", "quality_amplitude.txt"}
+    for plan in plans:
+        names = []
+        for line in plan.read_text().splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, *options = line.split()
+            try:
+                args = quality.build_parser().parse_args(options)
+            except SystemExit:
+                pytest.fail(f"{plan.name}: run {name!r}: invalid options {' '.join(options)}")
+            assert set(args.datasets) <= set(quality.DATASETS) and args.epochs > 0, line
+            names.append(name)
+        assert names and len(names) == len(set(names)), plan.name
 
 
 def test_device_runner_runs_a_plan_and_packs_its_logs(tmp_path: Path) -> None:
