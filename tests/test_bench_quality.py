@@ -72,7 +72,7 @@ def test_every_gpu_plan_line_is_a_valid_benchmark_command() -> None:
                 args = quality.build_parser().parse_args(options)
             except SystemExit:
                 pytest.fail(f"{plan.name}: run {name!r}: invalid options {' '.join(options)}")
-            assert set(args.datasets) <= set(quality.DATASETS) and args.epochs > 0, line
+            assert args.epochs > 0, line  # dataset names are checked by the parser itself
             names.append(name)
         assert names and len(names) == len(set(names)), plan.name
 
