@@ -23,7 +23,10 @@ PINN on the held-out half's own diffraction (self-supervised: no ground truth) f
 it again (the run's `fine_tuned`). Each run is printed to stderr as one JSON line as soon as it ends;
 the whole report goes to stdout at the end. --symmetry-average scores symmetry-averaged
 reconstructions (`reconstruct(..., symmetry_average=True)`) and adds the one-pass scores of the same
-model (the run's `without_symmetry_average`).
+model (the run's `without_symmetry_average`). --self-synthetic COUNT then trains each PINN a second time
+(from scratch, same settings) with COUNT synthetic patterns of a mosaic of the first model's
+reconstruction of its own training half (`--synthetic-object RECON.npz`: no ground truth), and scores
+that model (the run's `self_synthetic`).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
                                               model_type=model_type, **model_options),
                             nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
     record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False,
-                                      keep_model=bool(args.fine_tune_epochs or args.symmetry_average),
+                                      keep_model=bool(args.fine_tune_epochs or args.symmetry_average or args.self_synthetic),
                                       symmetry_average=args.symmetry_average)
     if args.figures:
         aligned, truth, _ = metrics.align(trained.object[split.region], split.test.object[split.region])
@@ -125,10 +128,38 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
 
         obj = reconstruct(trained.model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
         run["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
+    if args.self_synthetic and model_type == "pinn":
+        run["self_synthetic"] = self_synthetic_scores(split, trained.model, config, args)
     if args.fine_tune_epochs and model_type == "pinn":  # on the measured patterns only
         tuning = replace(config, nepochs=args.fine_tune_epochs, synthetic_patterns=0)
         run["fine_tuned"] = _rounded(fine_tuned_scores(split, trained.model, tuning))
     return run
+
+
+def self_synthetic_scores(split: HeldOutSplit, model, config: TrainingConfig, args: argparse.Namespace) -> dict:
+    """Train again with args.self_synthetic synthetic patterns of a mosaic of `model`'s reconstruction of
+    the training half (symmetry-averaged with --symmetry-average) and score it as the first model is:
+    {'n_synthetic', 'train_seconds', *METRIC_KEYS, 'epoch_scores'?, 'without_symmetry_average'?}."""
+    import tempfile
+
+    from ptycho.inference import reconstruct
+    from ptychopinn_plugin.reconstruction_files import write_reconstruction
+
+    train_grid = (split.train.object.shape, (0.0, 0.0))
+    own = reconstruct(model, split.train, grid=train_grid, symmetry_average=args.symmetry_average)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "training_half.npz"
+        write_reconstruction(path, split.train, own.object, own.weights)
+        second = replace(config, synthetic_patterns=args.self_synthetic, synthetic_object=str(path))
+        record, trained = train_and_score(split, second, epoch_scores=args.score_epochs or False,
+                                          keep_model=args.symmetry_average, symmetry_average=args.symmetry_average)
+    result = {"n_synthetic": args.self_synthetic, **_rounded({k: record[k] for k in ("train_seconds", *METRIC_KEYS)})}
+    if "epoch_scores" in record:
+        result["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
+    if args.symmetry_average:
+        obj = reconstruct(trained.model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
+        result["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
+    return result
 
 
 def fine_tuned_scores(split: HeldOutSplit, model, config: TrainingConfig) -> dict[str, Any]:
@@ -165,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-epochs", type=lambda text: sorted({int(e) for e in text.split(",")}), default=None,
                         help="comma-separated epochs at which every model is also scored")
     parser.add_argument("--figures", help="folder for each run's held-out comparison figure")
+    parser.add_argument("--self-synthetic", type=int, default=0, metavar="COUNT",
+                        help="then train each PINN again with COUNT synthetic patterns of a mosaic of its own "
+                             "reconstruction of the training half, and score it")
     parser.add_argument("--fine-tune-epochs", type=int, default=0, metavar="K",
                         help="then fine-tune each PINN on the held-out half's own diffraction for K epochs and score it")
     return parser

@@ -29,7 +29,7 @@ import zipfile
 import zlib
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -70,6 +70,12 @@ def load_scan_npz(path: str | os.PathLike[str], *, kind: DiffractionKind = "auto
     if kind not in ("auto", "amplitude", "counts"):
         raise ValueError(f"kind must be 'auto', 'amplitude' or 'counts', got {kind!r}")
     source = os.fspath(path)
+    with _open_npz(source) as npz:
+        return _scan_from_npz(npz, source, kind)
+
+
+def _open_npz(source: str) -> np.lib.npyio.NpzFile:
+    """The archive at `source` (never unpickling); FileNotFoundError if missing, ScanDataError otherwise."""
     try:
         archive = np.load(source, allow_pickle=False)
     except FileNotFoundError:
@@ -78,8 +84,7 @@ def load_scan_npz(path: str | os.PathLike[str], *, kind: DiffractionKind = "auto
         raise ScanDataError(f"{source}: cannot be read as an NPZ archive ({type(exc).__name__}: {exc})") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ScanDataError(f"{source}: expected an NPZ archive (np.savez), got a single .npy array")
-    with archive as npz:
-        return _scan_from_npz(npz, source, kind)
+    return archive
 
 
 def _scan_from_npz(npz: np.lib.npyio.NpzFile, source: str, kind: DiffractionKind) -> ScanData:
@@ -88,12 +93,9 @@ def _scan_from_npz(npz: np.lib.npyio.NpzFile, source: str, kind: DiffractionKind
     if diffraction_key is None:
         raise _fail(source, "diff3d", "a 'diff3d' (or 'diffraction') array of diffraction patterns",
                     f"keys {sorted(keys)}")
-    x = _real_vector(_read(npz, source, "xcoords"), source, "xcoords")
-    y = _real_vector(_read(npz, source, "ycoords"), source, "ycoords")
-    if x.shape != y.shape:
-        raise _fail(source, "xcoords/ycoords", "arrays of equal length", f"shapes {x.shape} and {y.shape}")
+    positions = _positions(npz, source)
 
-    patterns = _patterns_first(_read(npz, source, diffraction_key), len(x))
+    patterns = _patterns_first(_read(npz, source, diffraction_key), len(positions))
     if kind == "auto":
         is_counts = "bad_pixels" in keys or np.issubdtype(patterns.dtype, np.integer)
         kind = "counts" if is_counts else "amplitude"
@@ -107,7 +109,7 @@ def _scan_from_npz(npz: np.lib.npyio.NpzFile, source: str, kind: DiffractionKind
 
     return ScanData(
         amplitudes=amplitudes,
-        positions=np.stack([x, y], axis=1),
+        positions=positions,
         probe=probe,
         object=obj,
         scan_index=scan_index,
@@ -132,6 +134,15 @@ def _read(npz: np.lib.npyio.NpzFile, source: str, key: str) -> np.ndarray:
     except _READ_ERRORS as exc:
         raise _fail(source, key, "a readable .npy member (truncated or corrupt file?)",
                     f"{type(exc).__name__}: {exc}") from exc
+
+
+def _positions(npz: np.lib.npyio.NpzFile, source: str) -> np.ndarray:
+    """float64 (n, 2) positions (x, y) from the `xcoords` and `ycoords` members."""
+    x = _real_vector(_read(npz, source, "xcoords"), source, "xcoords")
+    y = _real_vector(_read(npz, source, "ycoords"), source, "ycoords")
+    if x.shape != y.shape:
+        raise _fail(source, "xcoords/ycoords", "arrays of equal length", f"shapes {x.shape} and {y.shape}")
+    return np.stack([x, y], axis=1)
 
 
 def _numeric(array: np.ndarray, source: str, key: str) -> np.ndarray:
@@ -220,6 +231,35 @@ def _extra_scalar(array: np.ndarray, source: str, key: str) -> bool | int | floa
     if array.shape == () and array.dtype.kind in _EXTRA_SCALAR_KINDS:
         return array.item()
     return None
+
+
+class Reconstruction(NamedTuple):
+    """A reconstruction NPZ (`ptychopinn infer -o OUT.npz`): the object on its grid and the scan on it."""
+
+    object: np.ndarray
+    """complex (H, W) object; positions are pixel coordinates (x, y) of this grid."""
+    positions: np.ndarray
+    """float64 (n, 2) patch centres (x, y), from `xcoords`, `ycoords`."""
+    probe: np.ndarray
+    """complex (N, N) probe of the scan (first mode)."""
+
+
+def load_reconstruction_npz(path: str | os.PathLike[str]) -> Reconstruction:
+    """Read a reconstruction NPZ written by `ptychopinn infer` (keys object, xcoords, ycoords, probe).
+    Raises FileNotFoundError for a missing file and ScanDataError naming the file and key otherwise."""
+    source = os.fspath(path)
+    with _open_npz(source) as npz:
+        obj = _read(npz, source, "object")
+        if obj.ndim != 2 or not np.iscomplexobj(obj):
+            raise _fail(source, "object", "a complex (H, W) array (a reconstruction written by ptychopinn infer)",
+                        f"{obj.dtype} {obj.shape}")
+        positions = _positions(npz, source)
+        probe = _numeric(_read(npz, source, "probe"), source, "probe")
+        if probe.ndim > 2:
+            probe = first_probe_mode(probe, source, "probe")
+        if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+            raise _fail(source, "probe", "a square (N, N) array", f"shape {probe.shape}")
+    return Reconstruction(obj, positions, probe)
 
 
 # ---------------------------------------------------------------------------------------- writing

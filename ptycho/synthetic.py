@@ -8,6 +8,10 @@ field by default) simulated with the measured probe, at the measured scan's mean
 no ground truth, and are grouped on their own (no group mixes measured and synthetic patterns).
 They are held in memory (4 N^2 bytes each), also when the measured scan is streamed from disk.
 
+The object may also be a *reconstruction* (an NPZ written by `ptychopinn infer`, e.g. of the training
+scan itself by a first model): its well-covered region is cut into randomly turned and mirrored pieces
+(`ptycho.mosaic`), so the new patterns show the sample's own features in new arrangements.
+
 Assumption: the synthetic object transmits, on average, as much as the sample (its mean counts are
 matched to the measured ones). Generated objects have amplitude 0.5..1 and phase -1..1 rad.
 """
@@ -15,6 +19,8 @@ matched to the measured ones). Generated objects have amplitude 0.5..1 and phase
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError, cKDTree
@@ -22,6 +28,9 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from ptycho.config.config import SYNTHETIC_OBJECTS
 from ptycho.datasource import ScanSource
 from ptycho.grouping import Groups, group_positions
+from ptycho.metrics import covered_region
+from ptycho.mosaic import check_source, mosaic_object
+from ptycho.npz_io import load_reconstruction_npz
 from ptycho.scan import ScanData
 
 SCAN_JITTER = 0.25
@@ -44,7 +53,8 @@ def scan_step(positions: np.ndarray) -> float:
 
 def synthetic_scan(probe: np.ndarray, n_patterns: int, object_kind: str, *, step: float, mean_counts: float,
                    seed: int) -> ScanData:
-    """Simulate n_patterns of a generated object ('grf', 'lines', 'points') or of a PNG image (a path)
+    """Simulate n_patterns of a generated object ('grf', 'lines', 'points'), of a PNG image (a path) or of
+    a mosaic of a reconstruction NPZ (a path ending in .npz; `reconstruction_region`, `mosaic_object`)
     through `probe` (complex (N, N), any scale) on a jittered raster of pitch `step` pixels, scaled to
     `mean_counts` total counts per pattern with Poisson noise. The returned probe is `probe` rescaled
     to the counts (as `ptycho.simulate.simulate` returns it); the object is the generated ground truth.
@@ -52,9 +62,9 @@ def synthetic_scan(probe: np.ndarray, n_patterns: int, object_kind: str, *, step
     from ptycho.simulate import SimulationConfig, place_scan, simulate
 
     n = probe.shape[-1]
-    is_image = object_kind not in SYNTHETIC_OBJECTS
+    is_file = object_kind not in SYNTHETIC_OBJECTS
     config = SimulationConfig(
-        object_kind="image" if is_image else object_kind, image=object_kind if is_image else None, N=n,
+        object_kind="image" if is_file else object_kind, image=object_kind if is_file else None, N=n,
         n_images=n_patterns, step=step, jitter=SCAN_JITTER, probe_kind="array", probe_array=probe,
         nphotons=mean_counts, seed=seed)
     # an image is resized to the object the scan needs (its extreme jittered positions, as place_scan does)
@@ -62,7 +72,42 @@ def synthetic_scan(probe: np.ndarray, n_patterns: int, object_kind: str, *, step
     n_rows = math.ceil(n_patterns / n_cols)
     corners = np.array([[-SCAN_JITTER, -SCAN_JITTER], [n_cols - 1 + SCAN_JITTER, n_rows - 1 + SCAN_JITTER]]) * step
     config.object_size = place_scan(corners, n, margin=config.margin)[1]
+    if is_file and is_reconstruction_file(object_kind):
+        config.image = mosaic_object(reconstruction_region(object_kind), config.object_size,
+                                     np.random.default_rng(seed))
     return simulate(config)
+
+
+def is_reconstruction_file(path: str) -> bool:
+    """Whether a synthetic_object path names a reconstruction NPZ (by its suffix; else a PNG image)."""
+    return Path(path).suffix.lower() == ".npz"
+
+
+def reconstruction_region(path: str | os.PathLike[str]) -> np.ndarray:
+    """The complex object of a reconstruction NPZ (`ptychopinn infer -o OUT.npz`) in the region where the
+    central N/2 x N/2 parts of its patches cover every pixel (`ptycho.metrics.covered_region`).
+    Raises ScanDataError for a bad file and ValueError, naming the file, for a region too small for
+    `ptycho.mosaic` pieces."""
+    reconstruction = load_reconstruction_npz(path)
+    region = covered_region(reconstruction.positions, reconstruction.probe.shape[-1], reconstruction.object.shape)
+    try:
+        check_source(reconstruction.object[region])
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)}: covered region: {exc}") from exc
+    return reconstruction.object[region]
+
+
+def check_synthetic_object(object_kind: str) -> None:
+    """Fail now, with an error naming the file, for a synthetic object file that `synthetic_scan` could
+    not use (a reconstruction NPZ, or a PNG image); generated kinds always work."""
+    if object_kind in SYNTHETIC_OBJECTS:
+        return
+    if is_reconstruction_file(object_kind):
+        reconstruction_region(object_kind)
+    else:
+        from ptycho.simulate import load_image
+
+        load_image(object_kind)
 
 
 class CombinedSource:

@@ -28,7 +28,7 @@ from ptycho.grouping import Groups, concatenate_groups, group_positions
 from ptycho.networks import ModelSpec, build_model, copy_weights
 from ptycho.scan import ScanData
 from ptycho.symmetry import DihedralOp, required_symmetries
-from ptycho.synthetic import with_synthetic_patterns
+from ptycho.synthetic import check_synthetic_object, with_synthetic_patterns
 
 logger = logging.getLogger("ptychopinn")
 
@@ -171,7 +171,7 @@ def check_training_inputs(source: ScanSource, config: TrainingConfig, initial: T
     showing progress). Sets config.model.N from the initial model or the data when it is 0; raises
     ConfigError naming the field for an invalid setting, patterns of another size than the model's,
     symmetry augmentation with a probe that has no symmetry, or (with `initial`) a model configuration
-    other than the initial model's."""
+    other than the initial model's; a synthetic object file that cannot be used raises the file's error."""
     if config.model.N == 0:
         config.model.N = (initial.config if initial is not None else source).N
     if config.model.N != source.N:
@@ -179,6 +179,8 @@ def check_training_inputs(source: ScanSource, config: TrainingConfig, initial: T
                           f"patterns, the data have {source.N} x {source.N}")
     config.validate()
     augmentation_symmetries(source, config)
+    if config.synthetic_patterns:
+        check_synthetic_object(config.synthetic_object)
     if initial is not None and config.model != initial.config:
         differing = [f.name for f in fields(config.model)
                      if getattr(config.model, f.name) != getattr(initial.config, f.name)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ptycho.atomic import atomic_output
+from ptycho.npz_io import load_reconstruction_npz
 from ptycho.scan import ScanData
 from ptychopinn_plugin import figures
 from ptychopinn_plugin.convert import write_reconstruction_product
@@ -42,11 +43,5 @@ def read_reconstruction(path: str | os.PathLike[str]) -> np.ndarray:
     if path.suffix.lower() in (".h5", ".hdf5"):
         return read_product(path).object[0]
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            if "object" not in npz.files:
-                raise ValueError(f"{path}: 'object': missing (expected a reconstruction NPZ written by ptychopinn infer)")
-            obj = npz["object"]
-        if obj.ndim != 2 or not np.iscomplexobj(obj):
-            raise ValueError(f"{path}: 'object': expected a complex (H, W) array, got {obj.dtype} {obj.shape}")
-        return obj
+        return load_reconstruction_npz(path).object
     raise ValueError(f"{path}: unsupported reconstruction (expected .npz or .h5)")

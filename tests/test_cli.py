@@ -138,6 +138,8 @@ def test_infer_symmetry_average_writes_the_averaged_reconstruction(workdir, scan
     (["simulate", "-o", "{out}.npz", "--object", "nonsense"], "--object"),
     (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--synthetic-object", "nonsense"],
      "synthetic_object"),
+    (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--synthetic-object", "{garbage}"],
+     "garbage.npz: cannot be read as an NPZ"),
     (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--model", "supervised"], "synthetic_patterns"),
     (["train", "{scan}", "-o", "{out}", "--init", "{model}", "--gridsize", "1"], "--gridsize 1: the initial model"),
     (["train", "{scan}", "-o", "{out}", "--init", "{garbage}"], "not a model bundle"),

@@ -9,9 +9,12 @@ from matplotlib import image as mpl_image
 from ptycho import physics
 from ptycho.config.config import ConfigError, ModelConfig, TrainingConfig
 from ptycho.datasource import InMemorySource, mean_counts_per_pattern
+from ptycho.metrics import covered_region
+from ptycho.scan import ScanDataError
 from ptycho.simulate import SimulationConfig, scan_positions, simulate
 from ptycho.synthetic import CombinedSource, scan_step, synthetic_scan, with_synthetic_patterns
 from ptycho.training import train
+from ptychopinn_plugin.reconstruction_files import write_reconstruction
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,30 @@ def test_a_png_image_is_the_synthetic_object(tmp_path, measured):
     assert amplitude[:, -width // 3:].mean() == pytest.approx(1.0, abs=0.02)
 
 
+def test_a_reconstruction_npz_is_cut_into_a_mosaic_of_its_covered_region(tmp_path, measured):
+    region = covered_region(measured.positions, measured.N, measured.object.shape)
+    reconstruction = np.full(measured.object.shape, 0.1, np.complex64)  # outside the region: amplitude 0.1
+    reconstruction[region] = measured.object[region]
+    path = tmp_path / "recon.npz"
+    write_reconstruction(path, measured, reconstruction, np.ones(reconstruction.shape))  # as infer writes it
+    scan = synthetic_scan(measured.probe, 100, str(path), step=3.0, mean_counts=1e5, seed=0)
+    inside = np.abs(measured.object[region])
+    amplitude = np.abs(scan.object)
+    assert amplitude.shape[0] >= 32 + 9 * 3 and amplitude.shape[1] >= 32 + 9 * 3
+    assert amplitude.min() > inside.min() - 0.05 and amplitude.max() < inside.max() + 1e-5  # never the 0.1 outside
+    assert abs(amplitude.mean() - inside.mean()) < 0.05
+    assert (scan.amplitudes**2).sum(axis=(1, 2)).mean() == pytest.approx(1e5, rel=0.02)
+    again = synthetic_scan(measured.probe, 100, str(path), step=3.0, mean_counts=1e5, seed=0)
+    np.testing.assert_array_equal(again.object, scan.object)
+    np.savez(tmp_path / "no_object.npz", weights=np.ones(3))
+    with pytest.raises(ScanDataError, match=r"no_object.npz: 'object'"):
+        synthetic_scan(measured.probe, 100, str(tmp_path / "no_object.npz"), step=3.0, mean_counts=1e5, seed=0)
+    tiny = measured.subset(np.arange(4))
+    write_reconstruction(tmp_path / "tiny.npz", tiny, reconstruction, np.ones(reconstruction.shape))
+    with pytest.raises(ValueError, match=r"tiny.npz: covered region: mosaic source: expected at least"):
+        synthetic_scan(measured.probe, 100, str(tmp_path / "tiny.npz"), step=3.0, mean_counts=1e5, seed=0)
+
+
 def test_combined_source_keeps_the_measured_and_synthetic_groups_apart(measured):
     source = InMemorySource(measured)
     mean_counts = mean_counts_per_pattern(source)
@@ -101,8 +128,9 @@ def test_synthetic_configuration_errors_are_clear(tmp_path):
         TrainingConfig(model=pinn, synthetic_patterns=-1).validate()
     with pytest.raises(ConfigError, match="at least gridsize"):
         TrainingConfig(model=pinn, synthetic_patterns=3).validate()
-    with pytest.raises(ConfigError, match="synthetic_object.*no such file"):
-        TrainingConfig(model=pinn, synthetic_patterns=8, synthetic_object=str(tmp_path / "none.png")).validate()
+    for missing in ("none.png", "none.npz"):
+        with pytest.raises(ConfigError, match="synthetic_object.*PNG image or a reconstruction NPZ.*no such file"):
+            TrainingConfig(model=pinn, synthetic_patterns=8, synthetic_object=str(tmp_path / missing)).validate()
     with pytest.raises(ConfigError, match="supervised"):
         TrainingConfig(model=ModelConfig(N=32, model_type="supervised"), synthetic_patterns=8).validate()
     with pytest.raises(ConfigError, match="real-space"):

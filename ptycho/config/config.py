@@ -22,7 +22,8 @@ NETWORK_LAYOUTS = ("per_pattern", "stacked")
 DECODER_BLOCKS = ("conv_upsample", "upsample_conv")
 LOSSES = ("nll", "mae")
 SYNTHETIC_OBJECTS = ("grf", "lines", "points")
-"""Generated objects TrainingConfig.synthetic_object may name (`ptycho.simulate` kinds); else a PNG path."""
+"""Generated objects TrainingConfig.synthetic_object may name (`ptycho.simulate` kinds); else the path of
+a PNG image or of a reconstruction NPZ (`ptycho.synthetic`)."""
 
 
 class ConfigError(ValueError):
@@ -113,8 +114,9 @@ class TrainingConfig:
     n_nearest_neighbors / groups_per_position: grouping (K neighbours besides the anchor, so
         K + 1 >= gridsize**2; and groups anchored at each scan position).
     synthetic_patterns / synthetic_object: add this many training patterns of a generated object
-        ('grf', 'lines', 'points') or of a PNG image (a path), simulated through the scan's own probe
-        at its mean counts and scan step (`ptycho.synthetic`; PINN without real-space loss only).
+        ('grf', 'lines', 'points'), of a PNG image (a path) or of randomly turned pieces of a
+        reconstruction (the path of an NPZ written by `ptychopinn infer`), simulated through the scan's
+        own probe at its mean counts and scan step (`ptycho.synthetic`; PINN without real-space loss only).
     symmetry_augmentation: turn each training group by a random mirror or 90-degree rotation under which
         the probe is unchanged (`ptycho.symmetry`: exact, free augmentation; the probe must have such a
         symmetry, as simulated probes do).
@@ -176,7 +178,7 @@ class TrainingConfig:
                               "measured scan (set synthetic_patterns=0)")
         if self.synthetic_object not in SYNTHETIC_OBJECTS and not Path(self.synthetic_object).is_file():
             raise ConfigError(f"TrainingConfig.synthetic_object: expected one of {SYNTHETIC_OBJECTS} or the path of "
-                              f"a PNG image, got {self.synthetic_object!r} (no such file)")
+                              f"a PNG image or a reconstruction NPZ, got {self.synthetic_object!r} (no such file)")
 
     @property
     def realspace_weight_total(self) -> float:

@@ -45,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic-patterns", type=int, default=TrainingConfig.synthetic_patterns, metavar="COUNT",
                    help="PINN: add COUNT training patterns of a generated object simulated through the scan's own "
                         "probe at its counts and step (helps a small scan generalise; docs/quality.md)")
-    p.add_argument("--synthetic-object", default=TrainingConfig.synthetic_object, metavar="KIND|PNG",
-                   help=f"object of the synthetic patterns: one of {', '.join(SYNTHETIC_OBJECTS)} or a PNG image")
+    p.add_argument("--synthetic-object", default=TrainingConfig.synthetic_object, metavar="KIND|PNG|RECON.npz",
+                   help=f"object of the synthetic patterns: one of {', '.join(SYNTHETIC_OBJECTS)}, a PNG image, or "
+                        "randomly turned pieces of a reconstruction NPZ (ptychopinn infer -o RECON.npz, e.g. of this "
+                        "scan by a first model)")
     p.add_argument("--symmetry-augmentation", action="store_true",
                    help="turn each training group by a random mirror or 90-degree rotation that leaves the probe "
                         "unchanged (exact; simulated probes have them, measured ones usually not)")
