@@ -111,7 +111,8 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
                                               model_type=model_type, **model_options),
                             nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
     record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False,
-                                      keep_model=bool(args.fine_tune_epochs or args.symmetry_average or args.self_synthetic),
+                                      keep_model=bool(args.fine_tune_epochs or args.symmetry_average
+                                                      or args.self_synthetic),
                                       symmetry_average=args.symmetry_average)
     if args.figures:
         aligned, truth, _ = metrics.align(trained.object[split.region], split.test.object[split.region])
@@ -120,14 +121,7 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
                                   {k: record[k] for k in METRIC_KEYS})
     keys = ("n_train", "n_test", "epochs_run", "train_seconds", "reconstruct_seconds", *METRIC_KEYS)
     run = {"dataset": dataset, "model": model_type, "gridsize": gridsize, "N": split.train.N,
-           **_rounded({k: record[k] for k in keys})}
-    if "epoch_scores" in record:
-        run["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
-    if args.symmetry_average:  # the same model's one-pass reconstruction, for comparison
-        from ptycho.inference import reconstruct
-
-        obj = reconstruct(trained.model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
-        run["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
+           **_rounded({k: record[k] for k in keys}), **_extra_scores(split, record, trained.model, args)}
     if args.self_synthetic and model_type == "pinn":
         run["self_synthetic"] = self_synthetic_scores(split, trained.model, config, args)
     if args.fine_tune_epochs and model_type == "pinn":  # on the measured patterns only
@@ -153,13 +147,22 @@ def self_synthetic_scores(split: HeldOutSplit, model, config: TrainingConfig, ar
         second = replace(config, synthetic_patterns=args.self_synthetic, synthetic_object=str(path))
         record, trained = train_and_score(split, second, epoch_scores=args.score_epochs or False,
                                           keep_model=args.symmetry_average, symmetry_average=args.symmetry_average)
-    result = {"n_synthetic": args.self_synthetic, **_rounded({k: record[k] for k in ("train_seconds", *METRIC_KEYS)})}
+    return {"n_synthetic": args.self_synthetic, **_rounded({k: record[k] for k in ("train_seconds", *METRIC_KEYS)}),
+            **_extra_scores(split, record, trained.model, args)}
+
+
+def _extra_scores(split: HeldOutSplit, record: dict, model, args: argparse.Namespace) -> dict[str, Any]:
+    """A run's optional entries: its `epoch_scores` (with --score-epochs) and, with --symmetry-average, the
+    same model's one-pass scores (`without_symmetry_average`, for comparison)."""
+    extra: dict[str, Any] = {}
     if "epoch_scores" in record:
-        result["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
+        extra["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
     if args.symmetry_average:
-        obj = reconstruct(trained.model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
-        result["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
-    return result
+        from ptycho.inference import reconstruct
+
+        obj = reconstruct(model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
+        extra["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
+    return extra
 
 
 def fine_tuned_scores(split: HeldOutSplit, model, config: TrainingConfig) -> dict[str, Any]:

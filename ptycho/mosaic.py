@@ -72,19 +72,17 @@ def mosaic_object(source: np.ndarray, shape: tuple[int, int], rng: np.random.Gen
     distances, nearest = cKDTree(seeds).query(pixels, k=min(BLEND_SEEDS, len(seeds)))
     # the weight falls by 1/e per seam_px beyond the bisector with the nearest seed (d^2 - d0^2 ~ 2 pitch x)
     weights = np.exp(-(distances**2 - distances[:, :1] ** 2) / (2.0 * pitch * seam_px))
-    total = np.zeros(height * width, np.complex128)
-    weight_sum = np.zeros(height * width)
-    for index in np.unique(nearest):
-        piece = _random_piece(source, side, rng)
-        mine = nearest == index  # (pixels, k): where this seed is one of the nearest
-        pixel_index = np.nonzero(mine.any(axis=1))[0]
-        offset = np.rint(pixels[pixel_index] - seeds[index]).astype(np.int64) + side // 2
-        inside = np.all((offset >= 0) & (offset < side), axis=1)
-        pixel_index, offset = pixel_index[inside], offset[inside]
-        w = weights[pixel_index][mine[pixel_index]]
-        total[pixel_index] += w * piece[offset[:, 0], offset[:, 1]]
-        weight_sum[pixel_index] += w
-    return (total / weight_sum).reshape(height, width).astype(np.complex64)
+    used, piece_of = np.unique(nearest, return_inverse=True)  # a piece for each seed that some pixel uses
+    pieces = np.stack([_random_piece(source, side, rng) for _ in used])
+    piece_of = piece_of.reshape(nearest.shape)
+    # each pixel's position in the pieces of its nearest seeds; a pixel outside a piece gets no weight from it
+    offset = np.rint(pixels[:, None, :] - seeds[nearest]).astype(np.int64) + side // 2
+    inside = np.all((offset >= 0) & (offset < side), axis=-1)
+    offset = np.clip(offset, 0, side - 1)
+    values = pieces[piece_of, offset[..., 0], offset[..., 1]]
+    weights = np.where(inside, weights, 0.0)
+    mosaic = np.sum(weights * values, axis=1) / np.sum(weights, axis=1)
+    return mosaic.reshape(height, width).astype(np.complex64)
 
 
 def _random_piece(source: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:

@@ -89,12 +89,13 @@ def reconstruction_region(path: str | os.PathLike[str]) -> np.ndarray:
     Raises ScanDataError for a bad file and ValueError, naming the file, for a region too small for
     `ptycho.mosaic` pieces."""
     reconstruction = load_reconstruction_npz(path)
-    region = covered_region(reconstruction.positions, reconstruction.probe.shape[-1], reconstruction.object.shape)
+    rows, cols = covered_region(reconstruction.positions, reconstruction.probe.shape[-1], reconstruction.object.shape)
+    region = reconstruction.object[rows, cols]
     try:
-        check_source(reconstruction.object[region])
+        check_source(region)
     except ValueError as exc:
         raise ValueError(f"{os.fspath(path)}: covered region: {exc}") from exc
-    return reconstruction.object[region]
+    return region
 
 
 def check_synthetic_object(object_kind: str) -> None:
