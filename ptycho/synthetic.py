@@ -36,6 +36,17 @@ from ptycho.scan import ScanData
 SCAN_JITTER = 0.25
 """Jitter of the synthetic raster scan, as a fraction of its step (`ptycho.simulate` 'jittered')."""
 
+SYNTHETIC_STREAM = 0x5E17
+"""Key that separates the synthetic scan's random stream from `ptycho.simulate`'s for the same seed: a
+training seed s never regenerates the object (or scan) that `simulate(seed=s)` made, which would leak a
+simulated scan's held-out region into its synthetic training patterns."""
+
+
+def synthetic_seed(seed: int) -> int:
+    """The simulation seed of the synthetic scan for training seed `seed` (deterministic, independent of
+    `SimulationConfig(seed=seed)`'s streams)."""
+    return int(np.random.SeedSequence([seed, SYNTHETIC_STREAM]).generate_state(1)[0])
+
 
 def scan_step(positions: np.ndarray) -> float:
     """The raster pitch (object pixels) of a scan's density: sqrt(area of the positions' convex hull /
@@ -58,10 +69,12 @@ def synthetic_scan(probe: np.ndarray, n_patterns: int, object_kind: str, *, step
     through `probe` (complex (N, N), any scale) on a jittered raster of pitch `step` pixels, scaled to
     `mean_counts` total counts per pattern with Poisson noise. The returned probe is `probe` rescaled
     to the counts (as `ptycho.simulate.simulate` returns it); the object is the generated ground truth.
+    seed: the training seed; the simulation runs with `synthetic_seed(seed)`.
     """
     from ptycho.simulate import SimulationConfig, place_scan, simulate
 
     n = probe.shape[-1]
+    seed = synthetic_seed(seed)
     is_file = object_kind not in SYNTHETIC_OBJECTS
     config = SimulationConfig(
         object_kind="image" if is_file else object_kind, image=object_kind if is_file else None, N=n,
