@@ -74,12 +74,12 @@ def synthetic_scan(probe: np.ndarray, n_patterns: int, object_kind: str, *, step
     from ptycho.simulate import SimulationConfig, place_scan, simulate
 
     n = probe.shape[-1]
-    seed = synthetic_seed(seed)
+    simulation_seed = synthetic_seed(seed)
     is_file = object_kind not in SYNTHETIC_OBJECTS
     config = SimulationConfig(
         object_kind="image" if is_file else object_kind, image=object_kind if is_file else None, N=n,
         n_images=n_patterns, step=step, jitter=SCAN_JITTER, probe_kind="array", probe_array=probe,
-        nphotons=mean_counts, seed=seed)
+        nphotons=mean_counts, seed=simulation_seed)
     # an image is resized to the object the scan needs (its extreme jittered positions, as place_scan does)
     n_cols = math.ceil(math.sqrt(n_patterns))
     n_rows = math.ceil(n_patterns / n_cols)
@@ -87,7 +87,7 @@ def synthetic_scan(probe: np.ndarray, n_patterns: int, object_kind: str, *, step
     config.object_size = place_scan(corners, n, margin=config.margin)[1]
     if is_file and is_reconstruction_file(object_kind):
         config.image = mosaic_object(reconstruction_region(object_kind), config.object_size,
-                                     np.random.default_rng(seed))
+                                     np.random.default_rng(simulation_seed))
     return simulate(config)
 
 
