@@ -11,18 +11,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ptychodus.api.diffraction import Polarization
 from ptychodus.api.geometry import PixelGeometry
 from ptychodus.api.io import load_diffraction_data, load_product, save_diffraction_data, save_product
-from ptychodus.api.object import Object, ObjectCenter, ObjectGeometry as PtychodusObjectGeometry, ObjectPosition
-from ptychodus.api.probe import ProbeSequence
+from ptychodus.api.object import ObjectGeometry as PtychodusObjectGeometry, ObjectPosition
 from ptychodus.api.probe_positions import ProbePosition, ProbePositionSequence
-from ptychodus.api.product import LossValue, Product, ProductMetadata as PtychodusMetadata
+from ptychodus.api.product import LossValue, Product
 
 import ptychopinn_plugin.product_hdf5 as product_hdf5
 from ptychopinn_plugin.diffraction_hdf5 import DiffractionData, read_diffraction, write_diffraction
 from ptychopinn_plugin.product import ObjectGeometry, ProductData, ProductMetadata, PtychodusFormatError
 from ptychopinn_plugin.product_hdf5 import read_product, write_product
+from ptychopinn_plugin.ptychodus_compat import to_ptychodus_product
 
 
 def _complex(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -71,32 +70,6 @@ def assert_products_equal(a: ProductData, b: ProductData) -> None:
             assert va == vb, f.name
 
 
-def to_ptychodus(product: ProductData) -> Product:
-    md = product.metadata
-    positions = ProbePositionSequence([
-        ProbePosition(int(i), float(x), float(y), None if c is None else float(c))
-        for i, x, y, c in zip(product.position_indexes, product.position_x_m, product.position_y_m,
-                              product.probe_photon_counts if product.probe_photon_counts is not None
-                              else [None] * product.n_positions)
-    ])
-    return Product(
-        metadata=PtychodusMetadata(
-            name=md.name, comments=md.comments, detector_distance_m=md.detector_distance_m,
-            photon_energy_eV=md.photon_energy_eV, probe_photon_count=md.probe_photon_count,
-            exposure_time_s=md.exposure_time_s, mass_attenuation_m2_per_kg=md.mass_attenuation_m2_per_kg,
-            tomography_angle_deg=md.tomography_angle_deg, focus_object_distance_m=md.focus_object_distance_m,
-            tilt_angle_deg=md.tilt_angle_deg, polarization=Polarization(md.polarization) if md.polarization else None,
-            far_field=md.far_field,
-        ),
-        probe_positions=positions,
-        probes=ProbeSequence(product.probe, product.opr_weights,
-                             PixelGeometry(product.probe_pixel_width_m, product.probe_pixel_height_m)),
-        object_=Object(product.object, PixelGeometry(product.object_pixel_width_m, product.object_pixel_height_m),
-                       ObjectCenter(product.object_center_x_m, product.object_center_y_m),
-                       list(product.object_layer_spacing_m)),
-        losses=[LossValue(int(e), float(v)) for e, v in zip(product.loss_epochs, product.loss_values)],
-    )
-
 
 def assert_ptychodus_products_equal(a: Product, b: Product) -> None:
     assert a.metadata == b.metadata
@@ -139,7 +112,7 @@ def test_complex128_and_empty_history_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("losses", [[], [LossValue(1, 0.75), LossValue(5, 0.125)]])
 def test_ptychodus_to_ours_to_ptychodus_is_exact(tmp_path: Path, losses: list[LossValue]) -> None:
-    original = dataclasses.replace(to_ptychodus(make_product(2)), losses=losses)
+    original = dataclasses.replace(to_ptychodus_product(make_product(2)), losses=losses)
     save_product(tmp_path / "theirs.h5", original)
     ours = read_product(tmp_path / "theirs.h5")
     write_product(tmp_path / "ours.h5", ours)
