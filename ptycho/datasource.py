@@ -8,6 +8,10 @@ Implementations:
                    `object`, read lazily with h5py (write one with `write_scan_hdf5`)
   NpzMemmapSource  an uncompressed reference NPZ whose `diff3d` is memory-mapped (no full read)
 `ptycho.batches.GroupedBatches` turns a source plus groups into Keras batches.
+
+The on-disk sources check what the in-memory reader checks (`ptycho.scan`), naming the file and its
+key: the layout and the small arrays when opened, each pattern's values (finite, non-negative) as it is
+read, so a bad pattern deep in a large file stops training or inference with its number.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import h5py
 import numpy as np
 
 from ptycho.atomic import atomic_output
-from ptycho.scan import ScanData, ScanDataError, ScanMetadata, first_probe_mode
+from ptycho.npz_io import load_scan_npz, open_npz, read_scan_parts
+from ptycho.scan import (ScanData, ScanDataError, ScanKeys, ScanMetadata, check_amplitude_values,
+                         check_pattern_stack, check_scan_geometry, first_probe_mode)
 
 _STATS_CHUNK = 2048
+_HDF5_KEYS = ScanKeys("positions", "probe", "object")
 
 
 class ScanSource(Protocol):
@@ -83,7 +90,9 @@ class InMemorySource:
 class _LazyArraySource:
     """Shared logic of the on-disk sources: `self._patterns` is any lazily indexable (n, N, N) array."""
 
+    source: str
     _patterns: h5py.Dataset | np.memmap
+    _patterns_key: str
     _is_counts: bool
 
     @property
@@ -98,6 +107,7 @@ class _LazyArraySource:
         indices = np.asarray(indices, dtype=np.int64)
         unique, inverse = np.unique(indices, return_inverse=True)
         block = np.asarray(self._patterns[unique])  # sorted reads: what h5py needs, fast for memmaps
+        check_amplitude_values(block, self.source, self._patterns_key, pattern_numbers=unique, counts=self._is_counts)
         block = block[inverse]
         if self._is_counts:
             return np.sqrt(block.astype(np.float64)).astype(np.float32)
@@ -117,14 +127,14 @@ class HDF5Source(_LazyArraySource):
             if key not in self._file:
                 raise ScanDataError(f"{self.source}: '{key}': missing dataset (expected a scan HDF5 file)")
         self._patterns = self._file["amplitudes"]
+        self._patterns_key = "amplitudes"
         self._is_counts = False
-        if self._patterns.ndim != 3 or self._patterns.shape[1] != self._patterns.shape[2]:
-            raise ScanDataError(f"{self.source}: 'amplitudes': expected shape (n, N, N), got {self._patterns.shape}")
+        check_pattern_stack(self._patterns.shape, self._patterns.dtype, self.source, self._patterns_key)
         self.positions = np.asarray(self._file["positions"], dtype=np.float64)
-        if self.positions.shape != (self.n_patterns, 2):
-            raise ScanDataError(f"{self.source}: 'positions': expected shape ({self.n_patterns}, 2), got {self.positions.shape}")
-        self.probe = first_probe_mode(self._file["probe"][()], self.source, "probe")
-        self.object = np.asarray(self._file["object"][()], np.complex64) if "object" in self._file else None
+        probe = first_probe_mode(self._file["probe"][()], self.source, "probe")
+        obj = self._file["object"][()] if "object" in self._file else None
+        self.probe, self.object = check_scan_geometry(self.source, self.n_patterns, self.N, self.positions, probe,
+                                                      obj, _HDF5_KEYS)
         self.metadata = ScanMetadata(nphotons=self._file.attrs.get("nphotons"))
 
     def close(self) -> None:
@@ -161,18 +171,17 @@ class NpzMemmapSource(_LazyArraySource):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.source = os.fspath(path)
-        with np.load(self.source, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            self.positions = np.stack([npz["xcoords"], npz["ycoords"]], axis=1).astype(np.float64)
-            self.probe = first_probe_mode(npz["probeGuess"], self.source, "probeGuess")
-            self.object = npz["objectGuess"].astype(np.complex64) if "objectGuess" in keys else None
-            self.metadata = ScanMetadata(nphotons=float(npz["nphotons"]) if "nphotons" in keys else None)
-        key = "diff3d" if "diff3d" in keys else "diffraction"
-        self._patterns = _memmap_npz_member(self.source, key)
-        self._is_counts = "bad_pixels" in keys or np.issubdtype(self._patterns.dtype, np.integer)
-        if self._patterns.ndim != 3 or self._patterns.shape[0] != len(self.positions):
-            raise ScanDataError(f"{self.source}: '{key}': expected shape ({len(self.positions)}, N, N), "
-                                f"got {self._patterns.shape}")
+        with open_npz(self.source) as npz:
+            parts = read_scan_parts(npz, self.source)
+        self._patterns_key = parts.diffraction_key
+        self._patterns = _memmap_npz_member(self.source, self._patterns_key)
+        self._is_counts = parts.has_bad_pixels or np.issubdtype(self._patterns.dtype, np.integer)
+        check_pattern_stack(self._patterns.shape, self._patterns.dtype, self.source, self._patterns_key,
+                            counts=self._is_counts)
+        self.positions = parts.positions
+        self.probe, self.object = check_scan_geometry(self.source, self.n_patterns, self.N, self.positions,
+                                                      parts.probe, parts.object)
+        self.metadata = parts.metadata
 
 
 def _memmap_npz_member(path: str, key: str) -> np.memmap:
@@ -209,8 +218,6 @@ def open_source(data: ScanData | ScanSource | str | os.PathLike[str], *, stream:
         return HDF5Source(path)
     if path.suffix == ".npz" and stream:
         return NpzMemmapSource(path)
-    from ptycho.npz_io import load_scan_npz
-
     return InMemorySource(load_scan_npz(path))
 
 

@@ -47,6 +47,8 @@ _KNOWN_KEYS = frozenset(
 _EXTRA_SCALAR_KINDS = "biufU"  # bool, int, uint, float, unicode: JSON-representable scalars
 _EXTRA_SCALAR_MAX_BYTES = 4096  # larger members are arrays, not scalars: never loaded as extras
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 class _PickledArrayError(ScanDataError):
@@ -70,15 +72,20 @@ def load_scan_npz(path: str | os.PathLike[str], *, kind: DiffractionKind = "auto
     if kind not in ("auto", "amplitude", "counts"):
         raise ValueError(f"kind must be 'auto', 'amplitude' or 'counts', got {kind!r}")
     source = os.fspath(path)
-    with _open_npz(source) as npz:
+    with open_npz(source) as npz:
         return _scan_from_npz(npz, source, kind)
 
 
-def _open_npz(source: str) -> np.lib.npyio.NpzFile:
+def open_npz(source: str) -> np.lib.npyio.NpzFile:
     """The archive at `source` (never unpickling); FileNotFoundError if missing, ScanDataError otherwise."""
     try:
+        with open(source, "rb") as file:
+            head = file.read(len(_NPY_MAGIC))
+        if not head.startswith((_ZIP_MAGIC, _NPY_MAGIC)):  # np.load would try to unpickle it
+            what = f"it starts with {head!r}" if head else "it is empty"
+            raise ScanDataError(f"{source}: cannot be read as an NPZ archive (not a zip file: {what})")
         archive = np.load(source, allow_pickle=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, ScanDataError):
         raise
     except _READ_ERRORS as exc:
         raise ScanDataError(f"{source}: cannot be read as an NPZ archive ({type(exc).__name__}: {exc})") from exc
@@ -87,33 +94,57 @@ def _open_npz(source: str) -> np.lib.npyio.NpzFile:
     return archive
 
 
-def _scan_from_npz(npz: np.lib.npyio.NpzFile, source: str, kind: DiffractionKind) -> ScanData:
+class ScanParts(NamedTuple):
+    """Everything of a reference NPZ scan but its patterns, read and checked member by member."""
+
+    diffraction_key: str
+    """'diff3d' or 'diffraction': the member that holds the patterns."""
+    has_bad_pixels: bool
+    """Ptychodus' exported training data (its patterns are counts)."""
+    positions: np.ndarray
+    probe: np.ndarray
+    object: np.ndarray | None
+    scan_index: np.ndarray | None
+    metadata: ScanMetadata
+
+
+def read_scan_parts(npz: np.lib.npyio.NpzFile, source: str) -> ScanParts:
+    """The members of an open archive (`open_npz`) other than the patterns; ScanDataError naming the key."""
     keys = set(npz.files)
     diffraction_key = next((k for k in _DIFFRACTION_KEYS if k in keys), None)
     if diffraction_key is None:
         raise _fail(source, "diff3d", "a 'diff3d' (or 'diffraction') array of diffraction patterns",
                     f"keys {sorted(keys)}")
     positions = _positions(npz, source)
-
-    patterns = _patterns_first(_read(npz, source, diffraction_key), len(positions))
-    if kind == "auto":
-        is_counts = "bad_pixels" in keys or np.issubdtype(patterns.dtype, np.integer)
-        kind = "counts" if is_counts else "amplitude"
-    amplitudes = counts_to_amplitudes(patterns, source, diffraction_key) if kind == "counts" else patterns
-
     probe = _numeric(_read(npz, source, "probeGuess"), source, "probeGuess")
     if probe.ndim > 2:
         probe = first_probe_mode(probe, source, "probeGuess")
-    obj = _numeric(_read(npz, source, "objectGuess"), source, "objectGuess") if "objectGuess" in keys else None
-    scan_index = _scan_index(_read(npz, source, "scan_index"), source) if "scan_index" in keys else None
-
-    return ScanData(
-        amplitudes=amplitudes,
+    return ScanParts(
+        diffraction_key=diffraction_key,
+        has_bad_pixels="bad_pixels" in keys,
         positions=positions,
         probe=probe,
-        object=obj,
-        scan_index=scan_index,
+        object=_numeric(_read(npz, source, "objectGuess"), source, "objectGuess") if "objectGuess" in keys else None,
+        scan_index=_scan_index(_read(npz, source, "scan_index"), source) if "scan_index" in keys else None,
         metadata=_metadata(npz, source, keys),
+    )
+
+
+def _scan_from_npz(npz: np.lib.npyio.NpzFile, source: str, kind: DiffractionKind) -> ScanData:
+    parts = read_scan_parts(npz, source)
+    key = parts.diffraction_key
+    patterns = _patterns_first(_read(npz, source, key), len(parts.positions))
+    if kind == "auto":
+        is_counts = parts.has_bad_pixels or np.issubdtype(patterns.dtype, np.integer)
+        kind = "counts" if is_counts else "amplitude"
+    amplitudes = counts_to_amplitudes(patterns, source, key) if kind == "counts" else patterns
+    return ScanData(
+        amplitudes=amplitudes,
+        positions=parts.positions,
+        probe=parts.probe,
+        object=parts.object,
+        scan_index=parts.scan_index,
+        metadata=parts.metadata,
         source=source,
     )
 
@@ -208,7 +239,7 @@ def _optional(
     try:
         array = _read(npz, source, key)
     except _PickledArrayError as exc:
-        warnings.warn(f"{exc}; '{key}' ignored", stacklevel=5)  # the caller of load_scan_npz
+        warnings.warn(f"{exc}; '{key}' ignored", stacklevel=6)  # the caller of load_scan_npz
         return None
     return convert(array, source, key)
 
@@ -248,7 +279,7 @@ def load_reconstruction_npz(path: str | os.PathLike[str]) -> Reconstruction:
     """Read a reconstruction NPZ written by `ptychopinn infer` (keys object, xcoords, ycoords, probe).
     Raises FileNotFoundError for a missing file and ScanDataError naming the file and key otherwise."""
     source = os.fspath(path)
-    with _open_npz(source) as npz:
+    with open_npz(source) as npz:
         obj = _read(npz, source, "object")
         if obj.ndim != 2 or not np.iscomplexobj(obj):
             raise _fail(source, "object", "a complex (H, W) array (a reconstruction written by ptychopinn infer)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -119,56 +119,102 @@ class ScanData:
         )
 
     # ------------------------------------------------------------------ validation
-    def _fail(self, key: str, expected: str, got: str) -> ScanDataError:
-        return ScanDataError(f"{self.source}: '{key}': expected {expected}, got {got}")
-
     def validate(self) -> None:
         """Raise ScanDataError naming the source and key for any inconsistency."""
         a = self.amplitudes
-        if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[0] == 0:
-            raise self._fail("diff3d", "amplitudes of shape (n, N, N) with square N x N patterns and n > 0",
-                             f"shape {a.shape}")
-        if not np.issubdtype(a.dtype, np.floating):
-            raise self._fail("diff3d", "floating-point amplitudes", f"dtype {a.dtype}")
+        check_pattern_stack(a.shape, a.dtype, self.source)
         if a.dtype != np.float32:
             self.amplitudes = a = a.astype(np.float32)
-        if not np.all(np.isfinite(a)):
-            raise self._fail("diff3d", "finite values", f"{int(np.count_nonzero(~np.isfinite(a)))} NaN/inf values")
-        if np.any(a < 0):
-            raise self._fail("diff3d", "non-negative amplitudes", f"minimum {float(a.min())}")
-        n, big_n = a.shape[0], a.shape[1]
-        if self.positions.shape != (n, 2):
-            raise self._fail("xcoords/ycoords", f"{n} positions (one per pattern)", f"shape {self.positions.shape}")
-        if not np.all(np.isfinite(self.positions)):
-            raise self._fail("xcoords/ycoords", "finite positions", "NaN/inf")
-        if self.probe.shape != (big_n, big_n):
-            raise self._fail("probeGuess", f"complex ({big_n}, {big_n}) matching the patterns", f"shape {self.probe.shape}")
-        if not np.all(np.isfinite(self.probe)):
-            raise self._fail("probeGuess", "finite values", "NaN/inf")
-        self.probe = self.probe.astype(np.complex64)
-        if self.scan_index.shape != (n,):
-            raise self._fail("scan_index", f"shape ({n},)", f"shape {self.scan_index.shape}")
-        if self.object is not None:
-            obj = np.asarray(self.object)
-            if obj.ndim != 2:
-                raise self._fail("objectGuess", "a complex 2-D array", f"shape {obj.shape}")
-            if not np.all(np.isfinite(obj)):
-                raise self._fail("objectGuess", "finite values", "NaN/inf")
-            self.object = obj.astype(np.complex64)
-            self.check_positions_inside_object()
+        check_amplitude_values(a, self.source)
+        self.probe, self.object = check_scan_geometry(
+            self.source, a.shape[0], a.shape[1], self.positions, self.probe, self.object)
+        if self.scan_index.shape != (a.shape[0],):
+            raise _fail(self.source, "scan_index", f"shape ({a.shape[0]},)", f"shape {self.scan_index.shape}")
 
-    def check_positions_inside_object(self) -> None:
-        """Every patch centre must lie inside the object grid (half a patch of margin is not required)."""
-        h, w = self.object.shape
-        x, y = self.x, self.y
-        outside = (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
-        if np.any(outside):
-            i = int(np.flatnonzero(outside)[0])
-            raise self._fail(
-                "xcoords/ycoords",
-                f"positions inside the object grid (x in [0, {w - 1}], y in [0, {h - 1}])",
-                f"{int(outside.sum())} outside, e.g. #{i} at (x={x[i]:.1f}, y={y[i]:.1f})",
-            )
+
+def _fail(source: str, key: str, expected: str, got: str) -> ScanDataError:
+    return ScanDataError(f"{source}: '{key}': expected {expected}, got {got}")
+
+
+def check_pattern_stack(shape: tuple[int, ...], dtype: np.dtype, source: str, key: str = "diff3d", *,
+                        counts: bool = False) -> None:
+    """The layout of a pattern stack, without reading it: (n, N, N) with n > 0; floating-point
+    amplitudes, or (counts=True) real counts of any integer or floating dtype."""
+    if len(shape) != 3 or shape[1] != shape[2] or shape[0] == 0:
+        raise _fail(source, key, "amplitudes of shape (n, N, N) with square N x N patterns and n > 0", f"shape {shape}")
+    real = np.issubdtype(dtype, np.floating) or (counts and np.issubdtype(dtype, np.integer))
+    if not real:
+        raise _fail(source, key, "real counts" if counts else "floating-point amplitudes", f"dtype {dtype}")
+
+
+def check_amplitude_values(amplitudes: np.ndarray, source: str, key: str = "diff3d", *,
+                           pattern_numbers: np.ndarray | None = None, counts: bool = False) -> None:
+    """Finite, non-negative amplitudes (or counts), shape (n, N, N). pattern_numbers: the scan's numbers
+    of a block's patterns, to name the first bad one."""
+    nonfinite = ~np.isfinite(amplitudes)
+    if np.any(nonfinite):
+        raise _fail(source, key, f"finite {'counts' if counts else 'values'}",
+                    f"{int(np.count_nonzero(nonfinite))} NaN/inf values{_first_bad(nonfinite, pattern_numbers)}")
+    negative = amplitudes < 0
+    if np.any(negative):
+        raise _fail(source, key, f"non-negative {'counts' if counts else 'amplitudes'}",
+                    f"minimum {float(amplitudes.min())}{_first_bad(negative, pattern_numbers)}")
+
+
+def _first_bad(bad: np.ndarray, pattern_numbers: np.ndarray | None) -> str:
+    """' (first in pattern #i)' for a (n, N, N) mask of bad pixels, or '' without pattern numbers."""
+    if pattern_numbers is None:
+        return ""
+    return f" (first in pattern #{int(pattern_numbers[np.flatnonzero(bad.any(axis=(1, 2)))[0]])})"
+
+
+class ScanKeys(NamedTuple):
+    """What a file calls a scan's positions, probe and object (named in error messages)."""
+
+    positions: str
+    probe: str
+    object: str
+
+
+NPZ_KEYS = ScanKeys("xcoords/ycoords", "probeGuess", "objectGuess")
+
+
+def check_scan_geometry(source: str, n: int, big_n: int, positions: np.ndarray, probe: np.ndarray,
+                        obj: np.ndarray | None, keys: ScanKeys = NPZ_KEYS) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check the positions (n, 2), probe (N, N) and optional object of a scan of n N x N patterns.
+    Returns (probe as complex64, object as complex64 or None)."""
+    if positions.shape != (n, 2):
+        raise _fail(source, keys.positions, f"{n} positions (one per pattern)", f"shape {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise _fail(source, keys.positions, "finite positions", "NaN/inf")
+    if probe.shape != (big_n, big_n):
+        raise _fail(source, keys.probe, f"complex ({big_n}, {big_n}) matching the patterns", f"shape {probe.shape}")
+    if not np.all(np.isfinite(probe)):
+        raise _fail(source, keys.probe, "finite values", "NaN/inf")
+    if obj is None:
+        return probe.astype(np.complex64), None
+    obj = np.asarray(obj)
+    if obj.ndim != 2:
+        raise _fail(source, keys.object, "a complex 2-D array", f"shape {obj.shape}")
+    if not np.all(np.isfinite(obj)):
+        raise _fail(source, keys.object, "finite values", "NaN/inf")
+    _check_positions_inside_object(source, positions, obj.shape, keys.positions)
+    return probe.astype(np.complex64), obj.astype(np.complex64)
+
+
+def _check_positions_inside_object(source: str, positions: np.ndarray, shape: tuple[int, int], key: str) -> None:
+    """Every patch centre must lie inside the object grid (half a patch of margin is not required)."""
+    h, w = shape
+    x, y = positions[:, 0], positions[:, 1]
+    outside = (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
+    if np.any(outside):
+        i = int(np.flatnonzero(outside)[0])
+        raise _fail(
+            source,
+            key,
+            f"positions inside the object grid (x in [0, {w - 1}], y in [0, {h - 1}])",
+            f"{int(outside.sum())} outside, e.g. #{i} at (x={x[i]:.1f}, y={y[i]:.1f})",
+        )
 
 
 def counts_to_amplitudes(counts: np.ndarray, source: str = "<memory>", key: str = "diff3d") -> np.ndarray:

@@ -134,7 +134,7 @@ def test_infer_symmetry_average_writes_the_averaged_reconstruction(workdir, scan
     (["train", "{garbage}", "-o", "{out}"], "cannot be read as an NPZ"),
     (["infer", "{garbage}", "{scan}", "-o", "{out}.h5"], "not a model bundle"),
     (["infer", "{model}", "{scan}", "-o", "{nodir}/x.h5"], "does not exist"),
-    (["evaluate", "{garbage}", "--truth", "{scan}"], "object"),
+    (["evaluate", "{garbage}", "--truth", "{scan}"], "garbage.npz: cannot be read as an NPZ archive (not a zip file"),
     (["simulate", "-o", "{out}.npz", "--object", "nonsense"], "--object"),
     (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--synthetic-object", "nonsense"],
      "synthetic_object"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ptycho.datasource import NpzMemmapSource
 from ptycho.npz_io import load_scan_npz, save_scan_npz
 from ptycho.scan import ScanData, ScanDataError, ScanMetadata
 
@@ -282,6 +283,17 @@ def test_bad_input_names_file_and_key(tmp_path: Path, case: str) -> None:
     assert str(path) in message and f"'{key}'" in message and expected in message, message
 
 
+@pytest.mark.parametrize("case", sorted(_BAD_CASES))
+def test_streamed_reader_names_file_and_key_like_the_full_reader(tmp_path: Path, case: str) -> None:
+    arrays, key, expected = _BAD_CASES[case]
+    path = _write(tmp_path / f"bad_{case}.npz", **arrays)
+    with pytest.raises(ScanDataError) as info:
+        source = NpzMemmapSource(path)
+        source.read_amplitudes(np.arange(source.n_patterns))  # pattern values are checked as they are read
+    message = str(info.value)
+    assert str(path) in message and f"'{key}'" in message and expected in message, message
+
+
 def test_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
     path = _write(tmp_path / "whole.npz", **_reference_arrays())
     data = path.read_bytes()
@@ -304,8 +316,15 @@ def test_corrupt_member_names_the_key(tmp_path: Path) -> None:
 def test_not_an_npz(tmp_path: Path) -> None:
     text = tmp_path / "notes.npz"
     text.write_text("this is not a zip archive\n")
-    with pytest.raises(ScanDataError, match=r"notes\.npz: cannot be read as an NPZ archive"):
+    with pytest.raises(ScanDataError, match=r"notes\.npz: cannot be read as an NPZ archive \(not a zip file: "
+                                            r"it starts with b'this i'\)$"):
         load_scan_npz(text)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ScanDataError, match=r"empty\.npz: cannot be read as an NPZ archive \(not a zip file: it is empty\)"):
+        load_scan_npz(empty)
+    with pytest.raises(ScanDataError, match=r"cannot be read as an NPZ archive \(IsADirectoryError"):
+        load_scan_npz(tmp_path)
     single = tmp_path / "single.npy"
     np.save(single, np.ones(3))
     with pytest.raises(ScanDataError, match=r"single\.npy: expected an NPZ archive"):
