@@ -221,12 +221,9 @@ def counts_to_amplitudes(counts: np.ndarray, source: str = "<memory>", key: str 
     """Convert photon counts (any real dtype, e.g. uint16) to float32 amplitudes via float64 sqrt."""
     counts = np.asarray(counts)
     if not (np.issubdtype(counts.dtype, np.integer) or np.issubdtype(counts.dtype, np.floating)):
-        raise ScanDataError(f"{source}: '{key}': expected real-valued counts, got dtype {counts.dtype}")
+        raise _fail(source, key, "real counts", f"dtype {counts.dtype}")
     c64 = counts.astype(np.float64)
-    if not np.all(np.isfinite(c64)):
-        raise ScanDataError(f"{source}: '{key}': expected finite counts, got NaN/inf values")
-    if np.any(c64 < 0):
-        raise ScanDataError(f"{source}: '{key}': expected non-negative counts, got minimum {c64.min()}")
+    check_amplitude_values(c64, source, key, counts=True)
     return np.sqrt(c64).astype(np.float32)
 
 
