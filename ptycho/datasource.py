@@ -175,7 +175,7 @@ class NpzMemmapSource(_LazyArraySource):
             parts = read_scan_parts(npz, self.source)
         self._patterns_key = parts.diffraction_key
         self._patterns = _memmap_npz_member(self.source, self._patterns_key)
-        self._is_counts = parts.has_bad_pixels or np.issubdtype(self._patterns.dtype, np.integer)
+        self._is_counts = parts.patterns_are_counts(self._patterns.dtype)
         check_pattern_stack(self._patterns.shape, self._patterns.dtype, self.source, self._patterns_key,
                             counts=self._is_counts)
         self.positions = parts.positions

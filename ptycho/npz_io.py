@@ -107,6 +107,10 @@ class ScanParts(NamedTuple):
     scan_index: np.ndarray | None
     metadata: ScanMetadata
 
+    def patterns_are_counts(self, dtype: np.dtype) -> bool:
+        """Whether patterns of this dtype are photon counts (Ptychodus' export, or integers), not amplitudes."""
+        return self.has_bad_pixels or np.issubdtype(dtype, np.integer)
+
 
 def read_scan_parts(npz: np.lib.npyio.NpzFile, source: str) -> ScanParts:
     """The members of an open archive (`open_npz`) other than the patterns; ScanDataError naming the key."""
@@ -135,8 +139,7 @@ def _scan_from_npz(npz: np.lib.npyio.NpzFile, source: str, kind: DiffractionKind
     key = parts.diffraction_key
     patterns = _patterns_first(_read(npz, source, key), len(parts.positions))
     if kind == "auto":
-        is_counts = parts.has_bad_pixels or np.issubdtype(patterns.dtype, np.integer)
-        kind = "counts" if is_counts else "amplitude"
+        kind = "counts" if parts.patterns_are_counts(patterns.dtype) else "amplitude"
     amplitudes = counts_to_amplitudes(patterns, source, key) if kind == "counts" else patterns
     return ScanData(
         amplitudes=amplitudes,
