@@ -26,7 +26,9 @@ reconstructions (`reconstruct(..., symmetry_average=True)`) and adds the one-pas
 model (the run's `without_symmetry_average`). --self-synthetic COUNT then trains each PINN a second time
 (from scratch, same settings) with COUNT synthetic patterns of a mosaic of the first model's
 reconstruction of its own training half (`--synthetic-object RECON.npz`: no ground truth), and scores
-that model (the run's `self_synthetic`).
+that model (the run's `self_synthetic`). --refine-steps 3,30 also scores each PINN's reconstruction with
+that many data-consistency steps per pattern after the network (`reconstruct(..., refine_steps=K)`; the
+run's `refined`, one entry per K).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def run_one(dataset: str, split: HeldOutSplit, model_type: str, gridsize: int, a
                             nepochs=args.epochs, batch_size=args.batch_size, seed=0, **options)
     record, trained = train_and_score(split, config, epoch_scores=args.score_epochs or False,
                                       keep_model=bool(args.fine_tune_epochs or args.symmetry_average
-                                                      or args.self_synthetic),
+                                                      or args.self_synthetic or args.refine_steps),
                                       symmetry_average=args.symmetry_average)
     if args.figures:
         aligned, truth, _ = metrics.align(trained.object[split.region], split.test.object[split.region])
@@ -146,22 +148,31 @@ def self_synthetic_scores(split: HeldOutSplit, model, config: TrainingConfig, ar
         write_reconstruction(path, split.train, own.object, own.weights)
         second = replace(config, synthetic_patterns=args.self_synthetic, synthetic_object=str(path))
         record, trained = train_and_score(split, second, epoch_scores=args.score_epochs or False,
-                                          keep_model=args.symmetry_average, symmetry_average=args.symmetry_average)
+                                          keep_model=bool(args.symmetry_average or args.refine_steps),
+                                          symmetry_average=args.symmetry_average)
     return {"n_synthetic": args.self_synthetic, **_rounded({k: record[k] for k in ("train_seconds", *METRIC_KEYS)}),
             **_extra_scores(split, record, trained.model, args)}
 
 
 def _extra_scores(split: HeldOutSplit, record: dict, model, args: argparse.Namespace) -> dict[str, Any]:
-    """A run's optional entries: its `epoch_scores` (with --score-epochs) and, with --symmetry-average, the
-    same model's one-pass scores (`without_symmetry_average`, for comparison)."""
+    """A run's optional entries: its `epoch_scores` (with --score-epochs); with --symmetry-average, the
+    same model's one-pass scores (`without_symmetry_average`, for comparison); with --refine-steps (PINN
+    only), its scores after K data-consistency steps per pattern (`refined`: [{'steps': K, ...}])."""
+    from ptycho.inference import reconstruct
+
     extra: dict[str, Any] = {}
+    grid = (split.test.object.shape, (0.0, 0.0))
     if "epoch_scores" in record:
         extra["epoch_scores"] = [_rounded(e) for e in record["epoch_scores"]]
     if args.symmetry_average:
-        from ptycho.inference import reconstruct
-
-        obj = reconstruct(model, split.test, grid=(split.test.object.shape, (0.0, 0.0))).object
+        obj = reconstruct(model, split.test, grid=grid).object
         extra["without_symmetry_average"] = _rounded(score(obj, split.test.object, split.region))
+    if args.refine_steps and model.config.model_type == "pinn":
+        extra["refined"] = []
+        for steps in args.refine_steps:
+            obj = reconstruct(model, split.test, grid=grid, symmetry_average=args.symmetry_average,
+                              refine_steps=steps).object
+            extra["refined"].append({"steps": steps, **_rounded(score(obj, split.test.object, split.region))})
     return extra
 
 
@@ -199,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-epochs", type=lambda text: sorted({int(e) for e in text.split(",")}), default=None,
                         help="comma-separated epochs at which every model is also scored")
     parser.add_argument("--figures", help="folder for each run's held-out comparison figure")
+    parser.add_argument("--refine-steps", type=lambda text: sorted({int(k) for k in text.split(",")}), default=None,
+                        help="comma-separated numbers of data-consistency steps per pattern at which every PINN's "
+                             "reconstruction is also scored")
     parser.add_argument("--self-synthetic", type=int, default=0, metavar="COUNT",
                         help="then train each PINN again with COUNT synthetic patterns of a mosaic of its own "
                              "reconstruction of the training half, and score it")

@@ -9,6 +9,11 @@ overlapping patches does what the group merge does in training. The stitcher wei
 pixel by the model probe's intensity (`stitching.illumination_weight`), so each object pixel is
 mostly decided by the patterns that illuminated it well.
 
+Optionally (`refine_steps`), each predicted patch then takes a few data-consistency steps towards its
+own measured pattern before stitching (`physics.data_consistency_step`: ePIE on each pattern alone, with
+the model's probe and intensity scale; no overlap, no training). This is no longer the network's output
+alone: the network gives the starting point, the physics the correction.
+
 The compiled prediction function is built on a model's first `reconstruct` call and reused by later
 calls (no second XLA compilation); it takes the model's weights as arguments, so it always predicts
 with the model's current weights.
@@ -22,8 +27,9 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+from keras import ops
 
-from ptycho import backend
+from ptycho import backend, physics
 from ptycho.batches import GroupedBatches
 from ptycho.datasource import ScanSource, open_source
 from ptycho.grouping import cover_positions
@@ -68,6 +74,7 @@ def reconstruct(
     on_batch: Callable[[int, int], None] | None = None,
     stream: bool = False,
     symmetry_average: bool = False,
+    refine_steps: int = 0,
 ) -> Reconstruction:
     """Reconstruct the object of a scan with a trained model.
 
@@ -84,6 +91,9 @@ def reconstruct(
         unchanged (`ptycho.symmetry`), turn each prediction back and average them (exact: the turned
         patterns are those of the turned object); costs one network pass per symmetry. ConfigError when
         the probe has no symmetry besides the identity.
+    refine_steps: after the network (and the symmetry average), move each pattern's patch this many
+        data-consistency steps towards its own measured diffraction (`refiner`; two FFTs per pattern and
+        step). The predicted diffraction, when asked for, is then that of the refined patches.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -92,7 +102,13 @@ def reconstruct(
     if source.N != config.N:
         raise ValueError(f"{source.source}: 'diff3d': the model was trained on {config.N} x {config.N} patterns, "
                          f"the data have {source.N} x {source.N}")
-    predict, gridsize = predictor(model, return_diffraction)
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+        raise ValueError(f"refine_steps: expected an integer >= 0, got {refine_steps!r}")
+    if refine_steps and config.model_type != "pinn":
+        raise ValueError("refine_steps: needs a PINN model (its learned intensity scale), got a "
+                         f"{config.model_type!r} model")
+    refine = refiner(model, refine_steps) if refine_steps else None
+    predict, gridsize = predictor(model, return_diffraction and refine is None)
     groups = cover_positions(source.positions, gridsize, n_neighbors=n_nearest_neighbors + 1,
                              passes=passes if gridsize > 1 else 1)
     timings["grouping_seconds"] = time.perf_counter() - start
@@ -101,7 +117,7 @@ def reconstruct(
         grid = ((source.object.shape), (0.0, 0.0)) if source.object is not None else \
             canvas_covering(source.positions, config.N, keep)
     shape, origin = grid
-    ops = required_symmetries(model.probe, "symmetry_average", "the model's probe") if symmetry_average \
+    symmetries = required_symmetries(model.probe, "symmetry_average", "the model's probe") if symmetry_average \
         else DIHEDRAL_OPS[:1]
     weight = illumination_weight(model.probe) if illumination_weighted else None
     stitcher = Stitcher(tuple(shape), patch_size=config.N, origin=origin, keep=keep, weight=weight)
@@ -116,7 +132,9 @@ def reconstruct(
         valid = batches.n_valid(index)
         members = groups.indices[batches.group_ids(index)[:valid]]
         t0 = time.perf_counter()
-        patches, diffraction = predict_averaged(predict, inputs, ops, valid)
+        patches, diffraction = predict_averaged(predict, inputs, symmetries, valid)
+        if refine is not None:
+            patches, diffraction = refine(patches, inputs["diffraction"][:valid].transpose(0, 3, 1, 2))
         predict_seconds += time.perf_counter() - t0
         stitcher.add(patches, source.positions[members])
         np.add.at(counts, members.ravel(), 1)
@@ -140,15 +158,15 @@ def reconstruct(
     )
 
 
-def predict_averaged(predict: Callable[[dict], dict], inputs: dict, ops: tuple[DihedralOp, ...],
+def predict_averaged(predict: Callable[[dict], dict], inputs: dict, symmetries: tuple[DihedralOp, ...],
                      valid: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mean over ops of the predictions for the turned groups, each turned back.
+    """Mean over `symmetries` of the predictions for the turned groups, each turned back.
 
     Returns complex64 patches (valid, C, N, N) and, when `predict` gives it, the predicted diffraction
     amplitudes float32 (valid, C, N, N); else None.
     """
     patch_sum, diffraction_sum = 0, None
-    for op in ops:
+    for op in symmetries:
         turned = {"diffraction": np.ascontiguousarray(transform_images(inputs["diffraction"], op, axes=(1, 2))),
                   "offsets": transform_offsets(inputs["offsets"], op)}
         outputs = {k: backend.to_numpy(v)[:valid] for k, v in predict(turned).items()}
@@ -156,8 +174,35 @@ def predict_averaged(predict: Callable[[dict], dict], inputs: dict, ops: tuple[D
         if "diffraction" in outputs:
             diffraction = transform_images(outputs["diffraction"].transpose(0, 3, 1, 2), inverse(op))
             diffraction_sum = diffraction if diffraction_sum is None else diffraction_sum + diffraction
-    scale = 1.0 / len(ops)
+    scale = 1.0 / len(symmetries)
     return (patch_sum * scale).astype(np.complex64), None if diffraction_sum is None else diffraction_sum * scale
+
+
+def refiner(model: TrainedModel, steps: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A compiled function (patches, measured) -> (refined patches, their predicted diffraction).
+
+    patches: complex64 (B, C, N, N); measured: float32 (B, C, N, N) measured AMPLITUDES. Each patch takes
+    `steps` `physics.data_consistency_step`s (step size 1) with the model's current probe and intensity
+    scale; returns complex64 (B, C, N, N) and float32 (B, C, N, N) predicted AMPLITUDES. Built once per
+    number of steps and kept in `model.compiled`.
+    """
+    key = ("refine", steps)
+    if key not in model.compiled:
+        def run(patch_pairs, measured, probe, scale):
+            target = measured / scale
+            refined = ops.fori_loop(0, steps, lambda _, p: physics.data_consistency_step(p, probe, target, 1.0),
+                                    patch_pairs)
+            return refined, physics.far_field_amplitude(physics.illuminate(refined, probe)) * scale
+
+        model.compiled[key] = backend.compile_function(run)
+    compiled = model.compiled[key]
+
+    def refine(patches: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        refined, amplitudes = compiled(physics.complex_to_pair(patches), np.asarray(measured, np.float32),
+                                       physics.complex_to_pair(model.probe), np.float32(model.intensity_scale))
+        return physics.pair_to_complex(refined), backend.to_numpy(amplitudes)
+
+    return refine
 
 
 def complex_patches(outputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -239,6 +239,31 @@ def illuminate(patches, probe):
     return complex_multiply(patches, probe)
 
 
+def data_consistency_step(patches, probe, measured_amplitude, step_size, rel_eps: float = 1e-6):
+    """One ePIE-like update of each patch towards its own measured diffraction (probe known, no overlap).
+
+    patches: (..., N, N, 2) complex pair; probe: (N, N, 2); measured_amplitude: (..., N, N) measured
+    AMPLITUDES divided by the intensity scale, so that |fftshift(fft2(probe * patch, norm='ortho'))| is
+    their model; step_size: scalar. The exit wave psi = probe * patch gets the measured modulus with its
+    own far-field phase (psi'), and patch += step_size * conj(probe) (psi' - psi) / max |probe|^2.
+    rel_eps (a fraction of each pattern's mean far-field intensity) keeps the phase factor finite where
+    the far field vanishes. Repeated, this is ePIE on each pattern alone: `ptycho.inference` uses it to
+    refine predicted patches.
+    """
+    n = patches.shape[-2]
+    psi = illuminate(patches, probe)
+    re, im = ops.fft2((psi[..., 0], psi[..., 1]))  # unnormalised: the ortho far field times n
+    power = re * re + im * im
+    eps = rel_eps * ops.mean(power, axis=(-2, -1), keepdims=True) + 1e-30
+    measured = ops.roll(measured_amplitude, shift=(-(n // 2), -(n // 2)), axis=(-2, -1))  # zero frequency at [0, 0]
+    ratio = float(n) * measured / ops.sqrt(power + eps)
+    re, im = ops.ifft2((re * ratio, im * ratio))
+    difference = ops.stack([re, im], axis=-1) - psi
+    conj_probe = ops.stack([probe[..., 0], -probe[..., 1]], axis=-1)
+    weight = step_size / ops.max(ops.sum(ops.square(probe), axis=-1))
+    return patches + weight * complex_multiply(difference, conj_probe)
+
+
 # --------------------------------------------------------------------------- losses
 
 

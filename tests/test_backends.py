@@ -1,6 +1,6 @@
 """One model, written once with keras.ops, on another Keras backend: a bundle trained with TensorFlow
-reconstructs the same object on JAX (the backend the GPU benchmarks use). Needs the `jax` extra, which
-`.ci/run` installs."""
+reconstructs the same object on JAX (the backend the GPU benchmarks use), with and without the
+data-consistency refinement. Needs the `jax` extra, which `.ci/run` installs."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ bundle, scan, out = sys.argv[1:]
 model = load_bundle(bundle)
 first = reconstruct(model, scan)
 again = reconstruct(model, scan)  # the cached compiled predictor
-np.save(out, first.object)
+refined = reconstruct(model, scan, refine_steps=3)
+np.savez(out, plain=first.object, refined=refined.object)
 print(json.dumps({"backend": keras.backend.backend(), "repeat_equal": bool(np.array_equal(first.object, again.object))}))
 """
 
@@ -43,12 +44,15 @@ def test_a_tensorflow_bundle_reconstructs_the_same_object_on_jax(tmp_path):
     save_bundle(model, tmp_path / "model")
     save_scan_npz(scan, tmp_path / "scan.npz")
     expected = reconstruct(model, scan).object
+    expected_refined = reconstruct(model, scan, refine_steps=3).object
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     run = subprocess.run([sys.executable, "-c", ON_JAX, str(tmp_path / "model"), str(tmp_path / "scan.npz"),
-                          str(tmp_path / "jax.npy")], env=env, capture_output=True, text=True, timeout=600)
+                          str(tmp_path / "jax.npz")], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report == {"backend": "jax", "repeat_equal": True}
-    on_jax = np.load(tmp_path / "jax.npy")
-    assert on_jax.shape == expected.shape and np.abs(expected).max() > 0.1
-    np.testing.assert_allclose(on_jax, expected, atol=2e-4)
+    with np.load(tmp_path / "jax.npz") as on_jax:
+        assert on_jax["plain"].shape == expected.shape and np.abs(expected).max() > 0.1
+        np.testing.assert_allclose(on_jax["plain"], expected, atol=2e-4)
+        assert np.abs(expected_refined - expected).max() > 1e-3
+        np.testing.assert_allclose(on_jax["refined"], expected_refined, atol=1e-3)

@@ -22,7 +22,7 @@ def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) ->
                           "--epochs", "2", "--score-epochs", "1,2", "--n-images", "700", "--N", "32", "--step", "3",
                           "--n-train", "160", "--n-filters-scale", "1", "--set", "learning_rate=5e-4",
                           "--set", "probe_big=false", "--figures", str(figures), "--fine-tune-epochs", "1",
-                          "--self-synthetic", "64"],
+                          "--self-synthetic", "64", "--refine-steps", "2,0"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)
@@ -35,12 +35,17 @@ def test_quality_benchmark_scores_epochs_and_applies_settings(tmp_path: Path) ->
     for key in ("amp_ssim", "phase_ssim", "amp_frc50", "phase_frc50"):
         assert result["epoch_scores"][-1][key] == result[key]  # the last epoch's model is the final model
         assert -1 <= result[key] <= 1
+    unrefined, refined = result["refined"]  # data-consistency steps after the network, sorted by steps
+    assert (unrefined["steps"], refined["steps"]) == (0, 2)
+    assert all(unrefined[key] == result[key] for key in ("amp_ssim", "phase_ssim", "amp_frc50"))
+    assert refined["amp_ssim"] != result["amp_ssim"] and -1 <= refined["amp_ssim"] <= 1
     tuned = result["fine_tuned"]  # fine-tuned on the held-out half's own diffraction, scored again
     assert tuned["epochs"] == 1 and tuned["train_seconds"] > 0 and -1 <= tuned["amp_ssim"] <= 1
     assert tuned["phase_ssim"] != result["phase_ssim"]
     second = result["self_synthetic"]  # trained again with patterns of a mosaic of its own reconstruction
     assert second["n_synthetic"] == 64 and second["train_seconds"] > 0 and -1 <= second["amp_ssim"] <= 1
     assert [e["epoch"] for e in second["epoch_scores"]] == [1, 2] and second["phase_ssim"] != result["phase_ssim"]
+    assert [r["steps"] for r in second["refined"]] == [0, 2]
     assert "epoch 1 held-out scores" in run.stderr and "epoch 2 held-out scores" in run.stderr
     image = mpl_image.imread(figures / "simulated_pinn_g1.png")
     assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0.05

@@ -86,8 +86,9 @@ def test_train_defaults_are_the_configuration_defaults():
 def test_infer_and_simulate_defaults_are_the_configuration_defaults():
     parser = build_parser()
     infer, inference = parser.parse_args(["infer", "model", "scan.npz", "-o", "out.h5"]), InferenceConfig()
-    assert (infer.batch_size, infer.neighbors, infer.passes, infer.symmetry_average) == (
-        inference.batch_size, inference.n_nearest_neighbors, inference.passes, inference.symmetry_average)
+    assert (infer.batch_size, infer.neighbors, infer.passes, infer.symmetry_average, infer.refine_steps) == (
+        inference.batch_size, inference.n_nearest_neighbors, inference.passes, inference.symmetry_average,
+        inference.refine_steps)
     simulation = config_from_args(parser.parse_args(["simulate", "-o", "scan.npz"]))
     defaults = SimulationConfig()
     for name in ("object_kind", "N", "n_images", "nphotons", "seed", "scan_kind", "probe_kind"):
@@ -118,15 +119,16 @@ def test_infer_then_evaluate(workdir, scan_file, model_dir, suffix, capsys):
     assert metrics_path.with_suffix(".png").stat().st_size > 1000
 
 
-def test_infer_symmetry_average_writes_the_averaged_reconstruction(workdir, scan_file, model_dir):
-    plain, averaged = workdir / "plain.npz", workdir / "averaged.npz"
+@pytest.mark.parametrize("option", [["--symmetry-average"], ["--refine-steps", "3"]])
+def test_infer_options_change_the_reconstruction_not_its_grid(workdir, scan_file, model_dir, option):
+    plain, changed = workdir / "plain.npz", workdir / "changed.npz"
     assert main(["infer", str(model_dir), str(scan_file), "-o", str(plain)]) == 0
-    assert main(["infer", str(model_dir), str(scan_file), "-o", str(averaged), "--symmetry-average"]) == 0
-    with np.load(plain) as one_pass, np.load(averaged) as mean:
-        assert mean["object"].shape == one_pass["object"].shape
+    assert main(["infer", str(model_dir), str(scan_file), "-o", str(changed), *option]) == 0
+    with np.load(plain) as one_pass, np.load(changed) as other:
+        assert other["object"].shape == one_pass["object"].shape
         covered = np.abs(one_pass["object"]) > 0
-        assert np.array_equal(np.abs(mean["object"]) > 0, covered)
-        assert np.abs(mean["object"] - one_pass["object"])[covered].mean() > 1e-4
+        assert np.array_equal(np.abs(other["object"]) > 0, covered)
+        assert np.abs(other["object"] - one_pass["object"])[covered].mean() > 1e-4
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -131,6 +131,47 @@ def test_noise_free_amplitudes_equal_forward_model_of_truth_patches():
         assert np.linalg.norm(amplitudes[i] - reference) / np.linalg.norm(reference) < 1e-5
 
 
+def _epie_reference(patches, probe, measured, step_size):
+    """NumPy: one ePIE update of each patch towards its measured far-field amplitude."""
+    psi = probe * patches
+    spectrum = np.fft.fftshift(np.fft.fft2(psi, norm="ortho"), axes=(-2, -1))
+    corrected = np.fft.ifft2(np.fft.ifftshift(measured * np.exp(1j * np.angle(spectrum)), axes=(-2, -1)), norm="ortho")
+    return patches + step_size * np.conj(probe) * (corrected - psi) / np.max(np.abs(probe)) ** 2
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_data_consistency_step_is_epie_and_moves_towards_the_data(jit):
+    """One step equals the NumPy ePIE update; the true patch is its fixed point; from a wrong patch the
+    far-field misfit falls step by step."""
+    rng = np.random.default_rng(8)
+    probe = _smooth_complex(rng, (32, 32))
+    truth = np.exp(0.3 * _smooth_complex(rng, (3, 32, 32)))
+    measured = np.abs(np.fft.fftshift(np.fft.fft2(probe * truth, norm="ortho"), axes=(-2, -1))).astype(np.float32)
+    start = (truth * np.exp(0.2 * _smooth_complex(rng, (3, 32, 32)))).astype(np.complex64)
+
+    def step(patches, probe_pair, amplitude):
+        return physics.data_consistency_step(patches, probe_pair, amplitude, 0.9)
+
+    def run(patches):
+        return physics.pair_to_complex(_run(step, physics.complex_to_pair(patches), physics.complex_to_pair(probe),
+                                            measured, jit=jit))
+
+    np.testing.assert_allclose(run(start), _epie_reference(start, probe, measured, 0.9), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run(truth), truth, atol=1e-4)
+
+    def misfit(patches):
+        spectrum = np.fft.fftshift(np.fft.fft2(probe * patches, norm="ortho"), axes=(-2, -1))
+        return np.linalg.norm(np.abs(spectrum) - measured)
+
+    errors = [misfit(start)]
+    patches = start
+    for _ in range(3):
+        patches = run(patches)
+        errors.append(misfit(patches))
+    assert all(later < 0.9 * earlier for earlier, later in zip(errors, errors[1:]))
+    assert errors[-1] < 0.6 * errors[0]
+
+
 def test_losses_have_their_minimum_at_the_data():
     rng = np.random.default_rng(6)
     measured = ops.convert_to_tensor(np.sqrt(rng.poisson(50.0, (4, 16, 16))).astype(np.float32))

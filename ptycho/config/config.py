@@ -190,7 +190,9 @@ class InferenceConfig:
     """Inference run. Groups cover the scan so every pattern is predicted at least `passes` times
     (Ptychodus' NumSamples maps to passes): the whole scan is always reconstructed.
     symmetry_average: also predict each group turned by every mirror and quarter turn that leaves the
-    probe unchanged and average the predictions turned back (`ptycho.inference.reconstruct`)."""
+    probe unchanged and average the predictions turned back (`ptycho.inference.reconstruct`).
+    refine_steps: then move each predicted patch this many data-consistency steps towards its own measured
+    pattern (PINN models; 0 = the network's patches as they are)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     model_path: Path = Path("wts.h5.zip")
@@ -201,6 +203,7 @@ class InferenceConfig:
     passes: int = 1
     batch_size: int = 64
     symmetry_average: bool = False
+    refine_steps: int = 0
 
 
 def check_neighbors(n_nearest_neighbors: int, gridsize: int) -> None:

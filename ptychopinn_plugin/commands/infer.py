@@ -3,6 +3,8 @@
 OUT ending in .h5 is a Ptychodus product (metadata, positions and probe of DATA when it is a product
 or batch folder; the training loss history as its losses), .npz a reconstruction NPZ; an
 amplitude/phase PNG is written beside it. The object lies on DATA's object grid when DATA has one.
+--refine-steps K moves each predicted patch K data-consistency (ePIE) steps towards its own measured
+pattern before stitching: a network-plus-physics hybrid, no longer the network's output alone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--symmetry-average", action="store_true",
                    help="also predict every pattern mirrored and turned by each symmetry of the probe and "
                         "average (exact; one network pass per symmetry, up to 8x slower)")
+    p.add_argument("--refine-steps", type=int, default=InferenceConfig.refine_steps, metavar="K",
+                   help="then move each predicted patch K data-consistency steps towards its own measured pattern "
+                        "(ePIE on each pattern alone with the model's probe; PINN models; default 0: the network's "
+                        "patches as they are)")
     common.add_data_options(p)
     p.set_defaults(func=run)
 
@@ -58,7 +64,7 @@ def object_grid(scan) -> tuple[tuple[int, int], tuple[float, float]]:
 
 
 def infer_to_file(model, scan, output: Path, *, product=None, batch_size: int = 64, neighbors: int = 7,
-                  passes: int = 1, symmetry_average: bool = False, quiet: bool = False):
+                  passes: int = 1, symmetry_average: bool = False, refine_steps: int = 0, quiet: bool = False):
     """Reconstruct `scan` and write OUT (+ PNG); returns the Reconstruction."""
     from ptycho.inference import reconstruct
     from ptychopinn_plugin.reconstruction_files import write_reconstruction
@@ -70,7 +76,7 @@ def infer_to_file(model, scan, output: Path, *, product=None, batch_size: int = 
     with common.batch_progress(disable=quiet) as on_batch:
         result = reconstruct(model, scan, grid=object_grid(scan), n_nearest_neighbors=neighbors,
                              passes=passes, batch_size=batch_size, on_batch=on_batch,
-                             symmetry_average=symmetry_average)
+                             symmetry_average=symmetry_average, refine_steps=refine_steps)
     losses = list(enumerate(model.history.get("loss", []), start=1))
     write_reconstruction(output, scan, result.object, result.weights, losses=losses, input_product=product)
     return result
@@ -84,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if args.stream:
         raise ValueError("--stream: streamed inference writes need a scan with an object grid; use the Python API")
     result = infer_to_file(model, scan, args.output, product=input_product(args.data), batch_size=args.batch_size,
-                           neighbors=args.neighbors, passes=args.passes, symmetry_average=args.symmetry_average)
+                           neighbors=args.neighbors, passes=args.passes, symmetry_average=args.symmetry_average,
+                           refine_steps=args.refine_steps)
     covered = float(np.mean(result.weights > 0))
     print(f"wrote {args.output} and {args.output.with_suffix('.png')} ({scan.n_patterns} patterns, "
           f"{result.timings['total_seconds']:.1f} s, {covered:.0%} of the object covered)")
