@@ -182,9 +182,9 @@ def refiner(model: TrainedModel, steps: int) -> Callable[[np.ndarray, np.ndarray
     """A compiled function (patches, measured) -> (refined patches, their predicted diffraction).
 
     patches: complex64 (B, C, N, N); measured: float32 (B, C, N, N) measured AMPLITUDES. Each patch takes
-    `steps` `physics.data_consistency_step`s (step size 1) with the model's current probe and intensity
-    scale; returns complex64 (B, C, N, N) and float32 (B, C, N, N) predicted AMPLITUDES. Built once per
-    number of steps and kept in `model.compiled`.
+    `steps` `physics.data_consistency_step`s (step size 1) with the model's probe and intensity scale as
+    they are when `refiner` is called; returns complex64 (B, C, N, N) and float32 (B, C, N, N) predicted
+    AMPLITUDES. The compiled steps are built once per number of steps and kept in `model.compiled`.
     """
     key = ("refine", steps)
     if key not in model.compiled:
@@ -196,10 +196,10 @@ def refiner(model: TrainedModel, steps: int) -> Callable[[np.ndarray, np.ndarray
 
         model.compiled[key] = backend.compile_function(run)
     compiled = model.compiled[key]
+    probe, scale = physics.complex_to_pair(model.probe), np.float32(model.intensity_scale)  # read once per call
 
     def refine(patches: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        refined, amplitudes = compiled(physics.complex_to_pair(patches), np.asarray(measured, np.float32),
-                                       physics.complex_to_pair(model.probe), np.float32(model.intensity_scale))
+        refined, amplitudes = compiled(physics.complex_to_pair(patches), np.asarray(measured, np.float32), probe, scale)
         return physics.pair_to_complex(refined), backend.to_numpy(amplitudes)
 
     return refine
