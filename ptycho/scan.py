@@ -191,15 +191,16 @@ def check_scan_geometry(source: str, n: int, big_n: int, positions: np.ndarray, 
         raise _fail(source, keys.probe, f"complex ({big_n}, {big_n}) matching the patterns", f"shape {probe.shape}")
     if not np.all(np.isfinite(probe)):
         raise _fail(source, keys.probe, "finite values", "NaN/inf")
+    probe = probe.astype(np.complex64)
     if obj is None:
-        return probe.astype(np.complex64), None
+        return probe, None
     obj = np.asarray(obj)
     if obj.ndim != 2:
         raise _fail(source, keys.object, "a complex 2-D array", f"shape {obj.shape}")
     if not np.all(np.isfinite(obj)):
         raise _fail(source, keys.object, "finite values", "NaN/inf")
     _check_positions_inside_object(source, positions, obj.shape, keys.positions)
-    return probe.astype(np.complex64), obj.astype(np.complex64)
+    return probe, obj.astype(np.complex64)
 
 
 def _check_positions_inside_object(source: str, positions: np.ndarray, shape: tuple[int, int], key: str) -> None:
