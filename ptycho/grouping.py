@@ -104,15 +104,15 @@ def group_positions(
     distinct C-subsets of its neighbours.
     """
     positions = _check_positions(positions)
-    gridsize = _int_in_range("gridsize", gridsize, 1, MAX_GRIDSIZE)
+    gridsize = int_in_range("gridsize", gridsize, 1, MAX_GRIDSIZE)
     n_channels = gridsize * gridsize
     n = len(positions)
     if n < n_channels:
         raise ValueError(f"positions: a group of gridsize**2 = {n_channels} needs at least {n_channels} "
                          f"positions, got {n}")
-    n_neighbors = _int_in_range("n_neighbors", n_neighbors, n_channels, MAX_NEIGHBORS,
+    n_neighbors = int_in_range("n_neighbors", n_neighbors, n_channels, MAX_NEIGHBORS,
                                 hint=f" (gridsize**2 = {n_channels} members are drawn from them)")
-    groups_per_position = _int_in_range("groups_per_position", groups_per_position, 1, None)
+    groups_per_position = int_in_range("groups_per_position", groups_per_position, 1, None)
     if selection not in SELECTIONS:
         raise ValueError(f"selection: expected one of {SELECTIONS}, got {selection!r}")
     rng = np.random.default_rng(seed)
@@ -120,7 +120,7 @@ def group_positions(
     if n_groups is None:
         anchors = np.repeat(np.arange(n, dtype=np.int64), groups_per_position)
     else:
-        n_groups = _int_in_range("n_groups", n_groups, 1, None)
+        n_groups = int_in_range("n_groups", n_groups, 1, None)
         if groups_per_position != 1:
             raise ValueError("give either n_groups or groups_per_position, not both "
                              f"(got n_groups={n_groups}, groups_per_position={groups_per_position})")
@@ -163,15 +163,15 @@ def cover_positions(positions: np.ndarray, gridsize: int, *, n_neighbors: int = 
     gridsize 1 gives one group per position and pass.
     """
     positions = _check_positions(positions)
-    gridsize = _int_in_range("gridsize", gridsize, 1, MAX_GRIDSIZE)
+    gridsize = int_in_range("gridsize", gridsize, 1, MAX_GRIDSIZE)
     c = gridsize * gridsize
     n = len(positions)
     if n < c:
         raise ValueError(f"positions: a group of gridsize**2 = {c} needs at least {c} positions, got {n}")
-    passes = _int_in_range("passes", passes, 1, None)
+    passes = int_in_range("passes", passes, 1, None)
     if c == 1:
         return Groups.from_indices(positions, np.tile(np.arange(n, dtype=np.int64), passes)[:, None])
-    k = min(_int_in_range("n_neighbors", n_neighbors, c, MAX_NEIGHBORS), n)
+    k = min(int_in_range("n_neighbors", n_neighbors, c, MAX_NEIGHBORS), n)
     neighbours = _anchor_first_neighbours(positions, np.arange(n, dtype=np.int64), k)
     groups: list[np.ndarray] = []
     for sweep in range(passes):
@@ -216,7 +216,9 @@ def _check_positions(positions: np.ndarray) -> np.ndarray:
     return as_positions(positions)
 
 
-def _int_in_range(name: str, value: object, low: int, high: int | None, hint: str = "") -> int:
+def int_in_range(name: str, value: object, low: int, high: int | None, hint: str = "") -> int:
+    """value as an int (any integer type, not bool) in low..high (high None: no upper bound); else
+    ValueError naming `name`, the accepted range (plus `hint`) and the value."""
     try:
         if isinstance(value, bool):
             raise TypeError

@@ -32,7 +32,7 @@ from keras import ops
 from ptycho import backend, physics
 from ptycho.batches import GroupedBatches
 from ptycho.datasource import ScanSource, open_source
-from ptycho.grouping import cover_positions
+from ptycho.grouping import cover_positions, int_in_range
 from ptycho.networks import single_pattern_twin
 from ptycho.scan import ScanData
 from ptycho.stitching import Stitcher, canvas_covering, illumination_weight
@@ -102,8 +102,7 @@ def reconstruct(
     if source.N != config.N:
         raise ValueError(f"{source.source}: 'diff3d': the model was trained on {config.N} x {config.N} patterns, "
                          f"the data have {source.N} x {source.N}")
-    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
-        raise ValueError(f"refine_steps: expected an integer >= 0, got {refine_steps!r}")
+    refine_steps = int_in_range("refine_steps", refine_steps, 0, None)
     if refine_steps and config.model_type != "pinn":
         raise ValueError("refine_steps: needs a PINN model (its learned intensity scale), got a "
                          f"{config.model_type!r} model")
