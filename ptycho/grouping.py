@@ -111,7 +111,7 @@ def group_positions(
         raise ValueError(f"positions: a group of gridsize**2 = {n_channels} needs at least {n_channels} "
                          f"positions, got {n}")
     n_neighbors = int_in_range("n_neighbors", n_neighbors, n_channels, MAX_NEIGHBORS,
-                                hint=f" (gridsize**2 = {n_channels} members are drawn from them)")
+                               hint=f" (gridsize**2 = {n_channels} members are drawn from them)")
     groups_per_position = int_in_range("groups_per_position", groups_per_position, 1, None)
     if selection not in SELECTIONS:
         raise ValueError(f"selection: expected one of {SELECTIONS}, got {selection!r}")
