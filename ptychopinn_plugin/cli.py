@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"ptychopinn: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ptychopinn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # its message, if any, says what was kept
+        print(f"ptychopinn: interrupted{f': {interrupt}' if str(interrupt) else ''}", file=sys.stderr)
         return 130
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
@@ -13,6 +14,7 @@ from ptycho.npz_io import load_scan_npz
 from ptycho.config.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho.simulate import SimulationConfig
 from ptychopinn_plugin.cli import build_parser, main
+from ptychopinn_plugin.commands import common
 from ptychopinn_plugin.commands.simulate import config_from_args
 from ptychopinn_plugin.commands.train import training_config
 
@@ -64,6 +66,44 @@ def test_train_init_fine_tunes_a_model_with_its_own_configuration(workdir, scan_
     assert tuned["model"] == initial["model"] and tuned["model"]["network_layout"] == "stacked"
     assert len(tuned["history"]["loss"]) == 1
     assert tuned["training_summary"]["initial_model_data"] == initial["training_summary"]["training_data"]
+
+
+def test_train_checkpoints_outlive_an_interrupt_and_the_run_continues_with_init(workdir, scan_file, monkeypatch,
+                                                                                capsys):
+    out = workdir / "checkpointed"
+    real_progress = common.epoch_progress
+
+    @contextmanager
+    def ctrl_c_after_epoch_3(total, disable=False):
+        with real_progress(total, disable=disable) as show:
+            def on_epoch(report):
+                show(report)
+                if report.epoch == 3:
+                    raise KeyboardInterrupt
+
+            yield on_epoch
+
+    monkeypatch.setattr(common, "epoch_progress", ctrl_c_after_epoch_3)
+    argv = ["train", str(scan_file), "-o", str(out), "--gridsize", "2", "--n-filters-scale", "1",
+            "--network-layout", "stacked", "--decoder-block", "upsample_conv"]
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "5", "--checkpoint-every", "2"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ptychopinn: interrupted: the model of epoch 2 is in") and f"--init {out}" in err
+    checkpoint = read_manifest(out / "wts.h5.zip")
+    assert checkpoint["training_summary"]["checkpoint"]["epoch"] == 2
+    assert checkpoint["training_summary"]["checkpoint"]["of_epochs"] == 5
+    assert len(checkpoint["history"]["loss"]) == 2 and not (out / "loss.png").exists()
+    learning_rate = err.rsplit("--learning-rate ", 1)[1]
+    assert float(learning_rate) == checkpoint["training_summary"]["checkpoint"]["learning_rate"] == pytest.approx(1e-3)
+
+    monkeypatch.undo()
+    assert main(["train", str(scan_file), "-o", str(out), "--init", str(out), "--epochs", "1",
+                 "--learning-rate", learning_rate, "--checkpoint-every", "1"]) == 0  # no checkpoint at the end
+    continued = read_manifest(out / "wts.h5.zip")
+    assert "checkpoint" not in continued["training_summary"] and len(continued["history"]["loss"]) == 1
+    assert continued["training_summary"]["training"]["learning_rate"] == float(learning_rate)
+    assert continued["intensity_scale"] != checkpoint["intensity_scale"]  # trained on from the checkpoint
 
 
 def test_train_defaults_are_the_configuration_defaults():
@@ -145,6 +185,7 @@ def test_infer_options_change_the_reconstruction_not_its_grid(workdir, scan_file
     (["train", "{scan}", "-o", "{out}", "--synthetic-patterns", "8", "--model", "supervised"], "synthetic_patterns"),
     (["train", "{scan}", "-o", "{out}", "--init", "{model}", "--gridsize", "1"], "--gridsize 1: the initial model"),
     (["train", "{scan}", "-o", "{out}", "--init", "{garbage}"], "not a model bundle"),
+    (["train", "{scan}", "-o", "{out}", "--checkpoint-every", "-1"], "--checkpoint-every"),
 ])
 def test_bad_input_is_one_line_with_status_2_and_no_output(workdir, scan_file, model_dir, capsys, argv, message):
     garbage = workdir / "garbage.npz"

@@ -3,6 +3,10 @@
 Writes MODEL_DIR/wts.h5.zip (the model bundle Ptychodus loads), MODEL_DIR/loss.png and
 MODEL_DIR/history.json. DATA: a reference NPZ, a Ptychodus training-data NPZ, a Ptychodus batch
 folder, a product .h5 with diffraction.h5 beside it, or (with --stream) a scan .h5 / uncompressed NPZ.
+
+With --checkpoint-every K the bundle is also written every K epochs, so a run stopped with Ctrl-C keeps
+its latest model (its manifest's training_summary.checkpoint gives the epoch and learning rate): continue
+it with `--init MODEL_DIR --learning-rate LR`.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="turn each training group by a random mirror or 90-degree rotation that leaves the probe "
                         "unchanged (exact; simulated probes have them, measured ones usually not)")
     p.add_argument("--seed", type=int, default=TrainingConfig.seed)
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="EPOCHS",
+                   help="also write MODEL_DIR/wts.h5.zip every EPOCHS epochs, so an interrupted run leaves its "
+                        "latest model (continue it with --init MODEL_DIR)")
     common.add_data_options(p)
     p.set_defaults(func=run)
 
@@ -85,23 +92,51 @@ def training_config(args: argparse.Namespace, initial: ModelConfig | None = None
 
 
 def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bool = False, quiet: bool = False,
-                       initial=None):
+                       initial=None, checkpoint_every: int = 0):
     """Train (from the TrainedModel `initial`, if given) and write the bundle, loss curve and history
-    into `output`; returns the TrainedModel."""
+    into `output`; returns the TrainedModel.
+
+    checkpoint_every: also write the bundle after every that many epochs (0: never); a KeyboardInterrupt
+    after a checkpoint is raised again with a message naming the checkpoint's epoch and how to continue.
+    """
     from ptycho.bundle import save_bundle
     from ptycho.datasource import open_source
     from ptycho.training import check_training_inputs, train
 
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: expected a number of epochs >= 0, got {checkpoint_every}")
     source = open_source(data, stream=stream)
     check_training_inputs(source, config, initial)  # bad settings fail before the progress bar appears
-    with common.epoch_progress(config.nepochs, disable=quiet) as on_epoch:
-        model = train(source, config, on_epoch=on_epoch, initial=initial)
-    output.mkdir(parents=True, exist_ok=True)  # only now: bad input or a failed training leaves nothing
+    saved: dict[str, float] = {}
+    with common.epoch_progress(config.nepochs, disable=quiet) as show_progress:
+        def on_epoch(report) -> None:
+            show_progress(report)
+            if checkpoint_every and report.epoch % checkpoint_every == 0 and report.epoch < report.total_epochs:
+                saved.update(epoch=report.epoch, learning_rate=learning_rate(report.model))
+                report.model.summary = {"checkpoint": {**saved, "of_epochs": report.total_epochs}}
+                save_bundle(report.model, output)
+
+        try:
+            model = train(source, config, on_epoch=on_epoch, initial=initial)
+        except KeyboardInterrupt as interrupt:
+            if not saved:
+                raise
+            raise KeyboardInterrupt(f"the model of epoch {saved['epoch']} is in {output / 'wts.h5.zip'}; continue "
+                                    f"with --init {output} --learning-rate {saved['learning_rate']}") from interrupt
+    output.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves its checkpoints at most
     save_bundle(model, output)
     figures.loss_curve(model.history, output / "loss.png")
     with atomic_output(output / "history.json") as tmp:
         tmp.write_text(json.dumps({"history": model.history, "summary": model.summary}, indent=2, default=str))
     return model
+
+
+def learning_rate(model) -> float:
+    """The optimizer's current learning rate of a TrainedModel being trained (after reductions on plateau),
+    to the float32 variable's 7 significant digits (1e-3, not 0.0010000000474974513)."""
+    from ptycho import backend
+
+    return float(f"{float(backend.to_numpy(model.keras_model.optimizer.learning_rate)):.7g}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         initial = load_bundle(args.init)
     config = training_config(args, None if initial is None else initial.config)
     data = common.open_data(args.data, stream=args.stream)
-    model = train_to_directory(data, config, args.output, stream=args.stream, initial=initial)
+    model = train_to_directory(data, config, args.output, stream=args.stream, initial=initial,
+                               checkpoint_every=args.checkpoint_every)
     losses = model.history.get("loss", [])
     print(f"wrote {args.output / 'wts.h5.zip'} ({len(losses)} epochs, final loss {losses[-1]:.5g}, "
           f"{model.summary['train_seconds']:.1f} s) and {args.output / 'loss.png'}")
