@@ -35,7 +35,8 @@ logger = logging.getLogger("ptychopinn")
 
 @dataclass
 class EpochReport:
-    """What a progress callback receives after each epoch (losses as logged by Keras).
+    """What a progress callback receives after each epoch: `losses` holds the losses as logged by Keras
+    ('loss', 'val_loss', ...) and 'learning_rate', the optimizer's rate during this epoch.
 
     model: the model being trained, with this epoch's weights: it can reconstruct (e.g. to preview or
     score the reconstruction as training goes on); its `summary` is filled in only after training.
@@ -105,8 +106,12 @@ class DiffractionLoss(keras.losses.Loss):
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """Forwards per-epoch losses to `on_epoch` and the `ptychopinn` logger; appends them to
-    `trained.history` (the TrainedModel wrapping the Keras model being fitted)."""
+    """Forwards per-epoch losses and learning rate to `on_epoch` and the `ptychopinn` logger; appends them
+    to `trained.history` (the TrainedModel wrapping the Keras model being fitted).
+
+    The rate is read from the optimizer, not from Keras' logs: ReduceLROnPlateau writes it into the logs
+    only after this callback has run, and it runs after this one, so a reduction shows from the next epoch.
+    """
 
     def __init__(self, trained: TrainedModel, total_epochs: int,
                  on_epoch: Callable[[EpochReport], None] | None = None) -> None:
@@ -125,15 +130,23 @@ class ProgressCallback(keras.callbacks.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss") or k == "learning_rate"}
+        losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss")}
+        losses["learning_rate"] = current_learning_rate(self.model)
         for key, value in losses.items():
             self.trained.history.setdefault(key, []).append(value)
         report = EpochReport(epoch + 1, self.total_epochs, losses, time.perf_counter() - self._epoch_start,
                              self.trained)
         text = " ".join(f"{k}={v:.5g}" for k, v in losses.items() if k.endswith("loss"))
-        logger.info("epoch %d/%d: %s (%.1f s)", report.epoch, self.total_epochs, text, report.seconds)
+        logger.info("epoch %d/%d: %s, learning rate %.4g (%.1f s)", report.epoch, self.total_epochs, text,
+                    losses["learning_rate"], report.seconds)
         if self.on_epoch is not None:
             self.on_epoch(report)
+
+
+def current_learning_rate(keras_model: keras.Model) -> float:
+    """The compiled model's optimizer's learning rate now (after any reductions on plateau), to the
+    float32 variable's 7 significant digits (1e-3, not 0.0010000000474974513)."""
+    return float(f"{float(backend.to_numpy(keras_model.optimizer.learning_rate)):.7g}")
 
 
 INITIAL_OBJECT_AMPLITUDE = 0.5

@@ -18,7 +18,7 @@ from ptycho.networks import build_model
 from ptycho.npz_io import save_scan_npz
 from ptycho.simulate import SimulationConfig, simulate
 from ptycho.stitching import illumination_weight, stitch_patches
-from ptycho.training import TrainedModel, model_spec_for, train
+from ptycho.training import ProgressCallback, TrainedModel, model_spec_for, train
 from ptycho.datasource import InMemorySource
 from ptycho.grouping import group_positions
 
@@ -66,6 +66,27 @@ def test_pinn_training_improves_reconstruction_and_data_fit(lines_scan, trained_
     history = trained_pinn.history
     assert len(history["loss"]) == 12 and history["loss"][-1] < history["loss"][0]
     assert "val_loss" in history
+    assert history["learning_rate"][0] == pytest.approx(1e-3)
+    assert len(history["learning_rate"]) == 12 and sorted(history["learning_rate"], reverse=True) == history["learning_rate"]
+
+
+def test_the_history_holds_each_epochs_learning_rate_after_reductions_on_plateau():
+    """ReduceLROnPlateau runs after the progress callback: the history still shows every reduction, from
+    the epoch that first trained with the reduced rate."""
+    import keras
+
+    x = np.linspace(-1, 1, 64, dtype="float32").reshape(-1, 1)
+    network = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    network.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    trained = TrainedModel(network, spec=None)
+    reports = []
+    always_a_plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)
+    network.fit(x, 3 * x, epochs=4, verbose=0,
+                callbacks=[ProgressCallback(trained, 4, reports.append), always_a_plateau])
+    # epoch 1 sets the best loss; every later epoch misses it by min_delta and halves the rate
+    assert trained.history["learning_rate"] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+    assert [report.losses["learning_rate"] for report in reports] == trained.history["learning_rate"]
+    assert len(trained.history["loss"]) == 4
 
 
 def test_inference_stitches_with_the_probe_intensity_as_weights(lines_scan, trained_pinn):

@@ -126,6 +126,8 @@ def test_export_and_train_from_the_gui(gui, qtbot, scan, tmp_path, gui_model, mo
     assert (manifest["N"], manifest["model"]["model_type"], len(manifest["history"]["loss"])) == (N, "pinn", 2)
     pane = gui.log_pane()
     assert "ptychopinn: epoch 1/2: loss=" in pane and "ptychopinn: epoch 2/2: loss=" in pane
+    rates = manifest["history"]["learning_rate"]
+    assert len(rates) == 2 and f"learning rate {rates[1]:.4g} (" in pane
 
     # Ptychodus 1.7 quirk: the trained model is loaded, but Infer stays disabled until the algorithm is
     # selected again (nothing re-syncs the button when training ends).

@@ -31,7 +31,8 @@ def epoch_progress(total: int, *, disable: bool = False) -> Iterator[Callable]:
     """A tqdm bar over epochs; yields the `on_epoch` callback for `ptycho.training.train`."""
     with tqdm(total=total, desc="training", unit="epoch", disable=disable) as bar:
         def on_epoch(report) -> None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in report.losses.items() if k.endswith("loss")})
+            bar.set_postfix({**{k: f"{v:.4g}" for k, v in report.losses.items() if k.endswith("loss")},
+                             "lr": f"{report.losses['learning_rate']:.3g}"})
             bar.update(1)
 
         yield on_epoch

@@ -112,7 +112,7 @@ def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bo
         def on_epoch(report) -> None:
             show_progress(report)
             if checkpoint_every and report.epoch % checkpoint_every == 0 and report.epoch < report.total_epochs:
-                saved.update(epoch=report.epoch, learning_rate=learning_rate(report.model))
+                saved.update(epoch=report.epoch, learning_rate=report.losses["learning_rate"])
                 report.model.summary = {"checkpoint": {**saved, "of_epochs": report.total_epochs}}
                 save_bundle(report.model, output)
 
@@ -129,14 +129,6 @@ def train_to_directory(data, config: TrainingConfig, output: Path, *, stream: bo
     with atomic_output(output / "history.json") as tmp:
         tmp.write_text(json.dumps({"history": model.history, "summary": model.summary}, indent=2, default=str))
     return model
-
-
-def learning_rate(model) -> float:
-    """The optimizer's current learning rate of a TrainedModel being trained (after reductions on plateau),
-    to the float32 variable's 7 significant digits (1e-3, not 0.0010000000474974513)."""
-    from ptycho import backend
-
-    return float(f"{float(backend.to_numpy(model.keras_model.optimizer.learning_rate)):.7g}")
 
 
 def run(args: argparse.Namespace) -> int:
