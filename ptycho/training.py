@@ -131,7 +131,7 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss")}
-        losses["learning_rate"] = current_learning_rate(self.model)
+        losses["learning_rate"] = _current_learning_rate(self.model)
         for key, value in losses.items():
             self.trained.history.setdefault(key, []).append(value)
         report = EpochReport(epoch + 1, self.total_epochs, losses, time.perf_counter() - self._epoch_start,
@@ -143,7 +143,7 @@ class ProgressCallback(keras.callbacks.Callback):
             self.on_epoch(report)
 
 
-def current_learning_rate(keras_model: keras.Model) -> float:
+def _current_learning_rate(keras_model: keras.Model) -> float:
     """The compiled model's optimizer's learning rate now (after any reductions on plateau), to the
     float32 variable's 7 significant digits (1e-3, not 0.0010000000474974513)."""
     return float(f"{float(backend.to_numpy(keras_model.optimizer.learning_rate)):.7g}")
