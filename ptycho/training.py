@@ -109,8 +109,9 @@ class ProgressCallback(keras.callbacks.Callback):
     """Forwards per-epoch losses and learning rate to `on_epoch` and the `ptychopinn` logger; appends them
     to `trained.history` (the TrainedModel wrapping the Keras model being fitted).
 
-    The rate is read from the optimizer, not from Keras' logs: ReduceLROnPlateau writes it into the logs
-    only after this callback has run, and it runs after this one, so a reduction shows from the next epoch.
+    The rate is read from the optimizer, not from Keras' logs, where ReduceLROnPlateau (which runs after
+    this callback) writes it too late; so each epoch records the rate it trained with, and a reduction
+    shows from the next epoch.
     """
 
     def __init__(self, trained: TrainedModel, total_epochs: int,
